@@ -1,0 +1,204 @@
+"""Apply a mode to a Hugging Face VLM at prefill only.
+
+Two forward pre-hooks do the work:
+
+* on the top-level model, which still sees ``input_ids``: find the visual positions of the call
+  (``config.image_token_id``) and keep them for the decoder call that follows;
+* on the language model (the decoder), which sees the embedded sequence: if this call is a prompt prefill
+  (empty cache) with visual tokens, swap its 2D padding mask for the mode's 4D mask, rendered for the attention
+  backend.
+
+Decode steps carry no visual token and a non-empty cache, so they run the stock causal path untouched. ``generate``
+keeps its own 2D mask throughout (it refuses 4D masks), and ``mode="original"`` installs no hook at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .masks import MODES, build_mask, check_mode
+
+#: Attention backends that take our explicit 4D mask exactly.
+MASKED_BACKENDS = ("sdpa", "eager")
+
+#: ``merge`` values accepted today, with the options each takes.
+MERGE_OPTIONS: dict[str, tuple[str, ...]] = {"none": ()}
+
+_STATE_ATTR = "_futuremask"
+
+
+@dataclass
+class FutureMaskState:
+    """What :func:`enable` installed on a model; kept on the model as ``model._futuremask``."""
+
+    mode: str
+    merge: str
+    visual_token_ids: tuple[int, ...]
+    handles: list[Any] = field(default_factory=list)
+    pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+
+def visual_token_ids_of(config: Any) -> tuple[int, ...]:
+    """Token ids that stand for visual positions in a VLM config (image and, where present, video tokens)."""
+    ids = []
+    for name in ("image_token_id", "image_token_index", "video_token_id", "video_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value >= 0 and value not in ids:
+            ids.append(value)
+    return tuple(ids)
+
+
+def attn_implementation_of(module: nn.Module) -> str:
+    config = getattr(module, "config", None)
+    return str(getattr(config, "_attn_implementation", None) or "eager")
+
+
+def check_backend(attn_implementation: str, mode: str) -> None:
+    """Refuse a backend that would silently drop the mask (flash-attn only takes padding masks)."""
+    if mode != "original" and attn_implementation not in MASKED_BACKENDS:
+        raise ValueError(
+            f"mode {mode!r} needs an attention backend that takes an explicit mask; "
+            f"attn_implementation={attn_implementation!r} would ignore it. "
+            f"Load the model with attn_implementation in {list(MASKED_BACKENDS)}."
+        )
+
+
+def render_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a boolean ``[B, 1, L, L]`` mask into what the backend's attention function adds or selects with.
+
+    sdpa takes the boolean mask itself; eager adds a float mask (0 where allowed, the dtype's minimum elsewhere).
+    A bool mask on eager would be silently wrong, hence the explicit rendering.
+    """
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        zero = torch.zeros((), dtype=dtype, device=allowed.device)
+        blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+        return torch.where(allowed, zero, blocked)
+    check_backend(attn_implementation, "future")
+    raise AssertionError("unreachable")
+
+
+def find_decoder(model: nn.Module) -> nn.Module:
+    """The text decoder of a VLM: the module that turns embeddings into hidden states under a causal mask."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or decoder is model:
+        raise ValueError(
+            f"cannot find the language model inside {type(model).__name__}; "
+            "enable() expects a Hugging Face VLM such as LlavaForConditionalGeneration"
+        )
+    return decoder
+
+
+def _cache_length(past_key_values: Any) -> int:
+    if past_key_values is None:
+        return 0
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    return int(past_key_values[0][0].shape[-2])
+
+
+def _check_merge(merge: str, merge_options: dict[str, Any]) -> None:
+    if merge not in MERGE_OPTIONS:
+        raise ValueError(
+            f"unknown merge {merge!r}; valid values today: {', '.join(MERGE_OPTIONS)} "
+            "(merge='kernel' arrives with the light future-aware attention)"
+        )
+    unknown = sorted(set(merge_options) - set(MERGE_OPTIONS[merge]))
+    if unknown:
+        valid = ", ".join(MERGE_OPTIONS[merge]) or "none"
+        raise ValueError(f"unknown option(s) {unknown} for merge={merge!r}; valid options: {valid}")
+
+
+def enable(
+    model: nn.Module,
+    mode: str = "future",
+    merge: str = "none",
+    *,
+    visual_token_ids: tuple[int, ...] | None = None,
+    **merge_options: Any,
+) -> nn.Module:
+    """Patch ``model`` so that prompts are prefilled under ``mode`` and decoding stays causal; returns ``model``.
+
+    Calling it again reconfigures the model; :func:`disable` restores the stock behaviour.
+    """
+    check_mode(mode)
+    _check_merge(merge, merge_options)
+    ids = tuple(visual_token_ids) if visual_token_ids is not None else visual_token_ids_of(model.config)
+    if not ids:
+        raise ValueError(
+            f"{type(model).__name__}.config has no image_token_id; pass visual_token_ids=(...) to enable()"
+        )
+    decoder = find_decoder(model)
+    check_backend(attn_implementation_of(decoder), mode)
+
+    disable(model)
+    state = FutureMaskState(mode=mode, merge=merge, visual_token_ids=ids)
+    setattr(model, _STATE_ATTR, state)
+    if mode == "original":
+        return model
+
+    def remember_visual_positions(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            state.pending = None
+            if kwargs.get("pixel_values") is not None:
+                raise ValueError(
+                    "future masks locate visual tokens through input_ids; call the model with input_ids, "
+                    "not inputs_embeds"
+                )
+            return None
+        id_tensor = torch.tensor(state.visual_token_ids, device=input_ids.device)
+        state.pending = (torch.isin(input_ids, id_tensor), kwargs.get("attention_mask"))
+        return None
+
+    def swap_in_prompt_mask(module, args, kwargs):
+        pending, state.pending = state.pending, None
+        if pending is None:
+            return None
+        is_visual, padding_mask = pending
+        if not bool(is_visual.any()):
+            return None
+        if _cache_length(kwargs.get("past_key_values")) > 0:
+            raise NotImplementedError(
+                "future masks apply to a whole-prompt prefill; this call adds visual tokens to a non-empty cache"
+            )
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None or embeds.shape[:2] != is_visual.shape:
+            raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")
+        if padding_mask is not None and padding_mask.dim() != 2:
+            raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
+        backend = attn_implementation_of(module)
+        check_backend(backend, state.mode)
+        allowed = build_mask(is_visual, state.mode, padding_mask)
+        kwargs["attention_mask"] = render_mask(allowed, backend, embeds.dtype)
+        return args, kwargs
+
+    state.handles = [
+        model.register_forward_pre_hook(remember_visual_positions, with_kwargs=True),
+        decoder.register_forward_pre_hook(swap_in_prompt_mask, with_kwargs=True),
+    ]
+    return model
+
+
+def disable(model: nn.Module) -> nn.Module:
+    """Remove what :func:`enable` installed; the model behaves exactly as before."""
+    state = getattr(model, _STATE_ATTR, None)
+    if state is not None:
+        for handle in state.handles:
+            handle.remove()
+        delattr(model, _STATE_ATTR)
+    return model
+
+
+def current_mode(model: nn.Module) -> str | None:
+    """The mode :func:`enable` set on ``model``, or None when it is not enabled."""
+    state = getattr(model, _STATE_ATTR, None)
+    return None if state is None else state.mode
+
+
+__all__ = ["MODES", "enable", "disable", "current_mode", "render_mask", "visual_token_ids_of"]

@@ -1,0 +1,1 @@
+"""lmms-eval model classes: thin adapters over :mod:`lmms_futuremask`."""

@@ -1,0 +1,204 @@
+"""``llava_futuremask``: LLaVA (and other HF VLMs keyed by ``image_token_id``) with a future-aware prefill mask.
+
+A thin lmms-eval adapter: requests become :class:`lmms_futuremask.runner.Sample` objects; masks, batching,
+scoring and the error policy live in the library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate import Accelerator
+from lmms_eval import utils
+from lmms_eval.api.instance import GenerationResult, Instance
+from lmms_eval.api.model import lmms
+from loguru import logger
+from tqdm import tqdm
+
+from lmms_futuremask.runner import GenerationSettings, Sample, VLMRunner
+
+DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
+
+
+def _flatten(visuals: Any) -> list[Any]:
+    if visuals is None:
+        return []
+    if not isinstance(visuals, (list, tuple)):
+        return [visuals]
+    return [v for item in visuals for v in _flatten(item)]
+
+
+class _LoglikelihoodPair(tuple):
+    """``(logprob, is_greedy)`` that survives lmms-eval 0.7.3's evaluator.
+
+    Its ``unwrap_generation_output`` turns any plain tuple into its ``str()``, which breaks every
+    ``multiple_choice`` task; a ``GenerationResult`` passes its ``text`` through untouched, and the response
+    cache only asks that ``text`` can be ``strip()``-ed.
+    """
+
+    def strip(self) -> str:
+        return repr(self)
+
+
+def _check_images(images: list[Any]) -> list[Any]:
+    from PIL import Image
+
+    for image in images:
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"llava_futuremask takes PIL images; doc_to_visual returned a {type(image).__name__}")
+    return [image.convert("RGB") for image in images]
+
+
+class LlavaFutureMask(lmms):
+    """lmms-eval model: ``--model llava_futuremask --model_args pretrained=...,mode=future_v2v``."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str = DEFAULT_PRETRAINED,
+        mode: str = "original",
+        merge: str = "none",
+        dtype: str = "auto",
+        device: str | None = None,
+        device_map: str | None = None,
+        attn_implementation: str = "sdpa",
+        batch_size: int | str = 1,
+        conv_template: str = "llava_hf",
+        max_new_tokens: int | None = None,
+        on_error: str = "record",
+        revision: str = "main",
+        trust_remote_code: bool = False,
+        max_batch_size: int | None = None,
+        **merge_options: Any,
+    ) -> None:
+        super().__init__()
+        accelerator = Accelerator()
+        if accelerator.num_processes > 1 and not device_map:
+            device = f"cuda:{accelerator.local_process_index}" if accelerator.device.type == "cuda" else "cpu"
+        self.runner = VLMRunner.from_pretrained(
+            str(pretrained),
+            mode=mode,
+            merge=merge,
+            dtype=dtype,
+            device=device,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            conv_template=conv_template,
+            on_error=on_error,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            **merge_options,
+        )
+        self.accelerator = accelerator
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        self.batch_size_per_gpu = int(batch_size)
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
+        self.mode, self.merge = mode, merge
+        if self._rank == 0:
+            logger.info(f"llava_futuremask: {pretrained} mode={mode} merge={merge} batch_size={batch_size}")
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> LlavaFutureMask:
+        """Values in ``--model_args`` win over the CLI's injected ``--batch_size``/``--device`` defaults."""
+        args = utils.simple_parse_args_string(arg_string)
+        injected = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**injected, **args)
+
+    @property
+    def model(self):
+        return self.runner.model
+
+    @property
+    def tokenizer(self):
+        return self.runner.tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self):
+        return self.runner.device
+
+    # -- requests -> samples ---------------------------------------------------------------------------------------
+
+    def _sample(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> Sample:
+        where = f"task {task} doc {doc_id}"
+        sample = Sample(context=context, where=where)
+        sample.images = _check_images(_flatten(doc_to_visual(self.task_dict[task][split][doc_id])))
+        return sample
+
+    def _settings(self, gen_kwargs: dict) -> GenerationSettings:
+        gen_kwargs = dict(gen_kwargs or {})
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens or int(gen_kwargs.get("max_new_tokens", 1024)),
+            min_new_tokens=int(gen_kwargs.get("min_new_tokens", 0)),
+            temperature=float(gen_kwargs.get("temperature", 0) or 0),
+            top_p=gen_kwargs.get("top_p"),
+            num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
+            until=tuple(until),
+        )
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        answers: list[str | None] = [None] * len(requests)
+        samples: dict[int, Sample] = {}
+        for index, (context, _gen, doc_to_visual, doc_id, task, split) in enumerate(r.args for r in requests):
+            try:
+                samples[index] = self._sample(context, doc_to_visual, doc_id, task, split)
+            except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
+                answers[index] = self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
+
+        # Batches share generation settings and have similar prompt lengths (little padding).
+        groups: dict[str, list[int]] = {}
+        for index in samples:
+            groups.setdefault(repr(sorted(requests[index].args[1].items())), []).append(index)
+        pbar = tqdm(total=len(samples), disable=self._rank != 0, desc="llava_futuremask generate")
+        for indices in groups.values():
+            settings = self._settings(requests[indices[0]].args[1])
+            indices.sort(key=lambda i: -self.runner.estimated_length(samples[i]))
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                for index, text in zip(batch, self.runner.generate([samples[i] for i in batch], settings)):
+                    answers[index] = text
+                    self.cache_hook.add_partial("generate_until", requests[index].args[:2], text)
+                pbar.update(len(batch))
+        pbar.close()
+        self._report_failures()
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        pending: list[tuple[int, Sample, str]] = []
+        for index, (context, target, doc_to_visual, doc_id, task, split) in enumerate(r.args for r in requests):
+            try:
+                continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
+                pending.append((index, self._sample(context, doc_to_visual, doc_id, task, split), continuation))
+            except Exception as error:  # noqa: BLE001
+                self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
+                results[index] = (float("-inf"), False)
+        pending.sort(key=lambda item: -self.runner.estimated_length(item[1]))
+        pbar = tqdm(total=len(pending), disable=self._rank != 0, desc="llava_futuremask loglikelihood")
+        for start in range(0, len(pending), self.batch_size):
+            batch = pending[start : start + self.batch_size]
+            scores = self.runner.loglikelihood([s for _, s, _ in batch], [c for _, _, c in batch])
+            for (index, _, _), score in zip(batch, scores):
+                results[index] = (score.logprob, score.is_greedy)
+            pbar.update(len(batch))
+        pbar.close()
+        self._report_failures()
+        return [GenerationResult(text=_LoglikelihoodPair(pair)) for pair in results]
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError("llava_futuremask does not run multi-round tasks; use single-round generate tasks")
+
+    def _report_failures(self) -> None:
+        failures, self.runner.failures = self.runner.failures, []
+        if failures:
+            logger.error(
+                f"llava_futuremask: {len(failures)} sample(s) failed and were recorded as error answers "
+                f"(on_error=raise stops at the first instead):\n  " + "\n  ".join(failures)
+            )

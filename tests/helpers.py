@@ -1,0 +1,92 @@
+"""Independent references for the integration tests: explicit masks fed to a stock, unpatched model."""
+
+import torch
+from PIL import Image
+
+from lmms_futuremask.inference import position_ids_from
+
+COLOURS = [(255, 0, 0), (0, 160, 0), (0, 0, 255), (250, 220, 0), (20, 20, 20)]
+
+
+def images(n, offset=0):
+    return [Image.new("RGB", (40 + 7 * i, 56), COLOURS[(i + offset) % len(COLOURS)]) for i in range(n)]
+
+
+PROMPTS = [
+    ("USER: <image>\nWhat colour is the image? ASSISTANT:", 1),
+    ("USER: Compare <image> with <image> and answer with one word. ASSISTANT:", 2),
+    ("USER: <image>\n<image>\n<image>\nWhich image is brighter? ASSISTANT:", 3),
+]
+
+
+def processor_inputs(processor, prompts):
+    texts = [text for text, _ in prompts]
+    imgs = [img for text, n in prompts for img in images(n, offset=len(text))]
+    processor.tokenizer.padding_side = "left"
+    return processor(text=texts, images=imgs, return_tensors="pt", padding=True)
+
+
+def explicit_additive_mask(allowed, dtype=torch.float32):
+    """A 4D additive mask as eager attention takes it: 0 where allowed, dtype-min elsewhere."""
+    return torch.where(allowed, torch.tensor(0.0, dtype=dtype), torch.tensor(torch.finfo(dtype).min, dtype=dtype))
+
+
+def reference_mask(is_visual, mode, attention_mask):
+    """The mode's mask, written out element by element (independent of lmms_futuremask.masks)."""
+    batch, length = is_visual.shape
+    out = torch.zeros(batch, 1, length, length, dtype=torch.bool)
+    rules = {
+        "original": lambda qv, kv: False,
+        "future": lambda qv, kv: qv,
+        "future_v2v": lambda qv, kv: qv and kv,
+        "future_v2t": lambda qv, kv: qv and not kv,
+        "mma": lambda qv, kv: qv != kv,
+    }
+    for b in range(batch):
+        for i in range(length):
+            for j in range(length):
+                if attention_mask[b, j]:
+                    out[b, 0, i, j] = j <= i or rules[mode](bool(is_visual[b, i]), bool(is_visual[b, j]))
+    return out
+
+
+@torch.inference_mode()
+def stock_prefill(stock_eager_model, inputs, mode):
+    """Prefill a stock eager model with the mode's explicit additive mask; returns the model output."""
+    is_visual = inputs["input_ids"] == stock_eager_model.config.image_token_id
+    allowed = reference_mask(is_visual, mode, inputs["attention_mask"])
+    # Padding query rows have no allowed key; open them so softmax stays finite (their outputs are never read).
+    allowed = allowed | ~allowed.any(-1, keepdim=True)
+    return stock_eager_model(
+        input_ids=inputs["input_ids"],
+        pixel_values=inputs["pixel_values"],
+        attention_mask=explicit_additive_mask(allowed),
+        position_ids=position_ids_from(inputs["attention_mask"]),
+        use_cache=True,
+    )
+
+
+@torch.inference_mode()
+def manual_greedy(stock_eager_model, inputs, mode, max_new_tokens, eos_token_id):
+    """Masked prefill, then plain causal decode steps through the cache, one token at a time (batch of one)."""
+    assert inputs["input_ids"].shape[0] == 1
+    out = stock_prefill(stock_eager_model, inputs, mode)
+    cache = out.past_key_values
+    mask = inputs["attention_mask"]
+    tokens = []
+    next_token = out.logits[:, -1].argmax(-1)
+    for _ in range(max_new_tokens):
+        tokens.append(int(next_token))
+        if int(next_token) == eos_token_id:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = stock_eager_model(
+            input_ids=next_token[:, None],
+            attention_mask=mask,
+            position_ids=position_ids_from(mask)[:, -1:],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        next_token = out.logits[:, -1].argmax(-1)
+    return tokens

@@ -1,0 +1,152 @@
+"""enable() on a real transformers LLaVA, checked against a stock model fed explicit masks."""
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+import lmms_futuremask as fm
+from lmms_futuremask.inference import position_ids_from
+
+from .helpers import PROMPTS, manual_greedy, processor_inputs, stock_prefill
+
+NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+def load(tiny_model_dir, attn="sdpa"):
+    return AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+
+
+@pytest.fixture(scope="module")
+def stock_eager(tiny_model_dir):
+    return load(tiny_model_dir, "eager")
+
+
+def greedy(model, inputs, new_tokens=NEW_TOKENS):
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("mode", fm.MODES)
+def test_prefill_logits_equal_stock_model_with_explicit_mask(tiny_model_dir, processor, stock_eager, mode, attn):
+    inputs = processor_inputs(processor, PROMPTS)  # three prompts, 1-3 images, left padded
+    expected = stock_prefill(stock_eager, inputs, mode).logits
+    model = fm.enable(load(tiny_model_dir, attn), mode)
+    with torch.inference_mode():
+        got = model(**inputs, position_ids=position_ids_from(inputs["attention_mask"])).logits
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-5)
+
+
+def test_future_modes_change_the_prefill(tiny_model_dir, processor):
+    """Guards the test above: the modes must actually differ on these prompts."""
+    inputs = processor_inputs(processor, PROMPTS[1:2])
+    logits = {}
+    for mode in fm.MODES:
+        with torch.inference_mode():
+            logits[mode] = fm.enable(load(tiny_model_dir), mode)(**inputs).logits
+    for mode in fm.MODES[1:]:
+        assert not torch.allclose(logits[mode], logits["original"]), mode
+    assert not torch.allclose(logits["future_v2v"], logits["future_v2t"])
+
+
+@pytest.mark.parametrize("mode", fm.MODES)
+def test_generate_equals_masked_prefill_then_causal_decode(tiny_model_dir, processor, stock_eager, mode):
+    model = fm.enable(load(tiny_model_dir, "eager"), mode)
+    eos = processor.tokenizer.eos_token_id
+    for prompt in PROMPTS:
+        inputs = processor_inputs(processor, [prompt])
+        with torch.inference_mode():
+            got = model.generate(**inputs, do_sample=False, max_new_tokens=NEW_TOKENS)
+        got = got[0, inputs["input_ids"].shape[1] :].tolist()
+        assert got == manual_greedy(stock_eager, inputs, mode, NEW_TOKENS, eos), prompt[0]
+
+
+def test_decode_steps_receive_no_custom_mask(tiny_model_dir, processor):
+    model = fm.enable(load(tiny_model_dir), "future")
+    seen = []
+
+    def spy(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        seen.append((kwargs["inputs_embeds"].shape[1], None if mask is None else mask.dim()))
+
+    handle = model.get_decoder().register_forward_pre_hook(spy, with_kwargs=True)
+    inputs = processor_inputs(processor, PROMPTS[:2])
+    with torch.inference_mode():
+        greedy(model, inputs)
+    handle.remove()
+    prompt_length = inputs["input_ids"].shape[1]
+    assert seen[0] == (prompt_length, 4)
+    assert len(seen) == NEW_TOKENS
+    assert all(length == 1 and dims == 2 for length, dims in seen[1:]), seen
+
+
+@pytest.mark.parametrize("mode", fm.MODES)
+def test_left_padded_batch_equals_single_prompts(tiny_model_dir, processor, mode):
+    model = fm.enable(load(tiny_model_dir), mode)
+    with torch.inference_mode():
+        batched = greedy(model, processor_inputs(processor, PROMPTS))
+        singles = [greedy(model, processor_inputs(processor, [p]))[0] for p in PROMPTS]
+    for row, single in zip(batched, singles):
+        assert row.tolist() == single.tolist()
+
+
+def test_original_is_bit_identical_to_the_unpatched_model(tiny_model_dir, processor):
+    inputs = processor_inputs(processor, PROMPTS)
+    stock = load(tiny_model_dir)
+    patched = fm.enable(load(tiny_model_dir), "original")
+    with torch.inference_mode():
+        assert torch.equal(patched(**inputs).logits, stock(**inputs).logits)
+        assert torch.equal(greedy(patched, inputs), greedy(stock, inputs))
+
+
+def test_disable_restores_stock_behaviour(tiny_model_dir, processor):
+    inputs = processor_inputs(processor, PROMPTS[:1])
+    stock = load(tiny_model_dir)
+    model = fm.enable(load(tiny_model_dir), "future")
+    assert fm.current_mode(model) == "future"
+    fm.enable(model, "future_v2t")  # reconfiguring replaces the hooks
+    assert len(model._forward_pre_hooks) == 1
+    fm.disable(model)
+    assert fm.current_mode(model) is None
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, stock(**inputs).logits)
+
+
+def test_text_only_prompt_is_unchanged(tiny_model_dir, processor):
+    inputs = processor.tokenizer(["USER: Answer with one word. ASSISTANT:"], return_tensors="pt")
+    stock = load(tiny_model_dir)
+    model = fm.enable(load(tiny_model_dir), "mma")
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, stock(**inputs).logits)
+
+
+def test_bad_arguments_name_the_valid_values(tiny_model_dir):
+    model = load(tiny_model_dir)
+    with pytest.raises(ValueError, match="valid modes are: original, future, future_v2v, future_v2t, mma"):
+        fm.enable(model, "future_v3")
+    with pytest.raises(ValueError, match="valid values today: none"):
+        fm.enable(model, "future", merge="kernel")
+    with pytest.raises(ValueError, match="merge_pool"):
+        fm.enable(model, "future", merge_pool="max")
+    assert fm.current_mode(model) is None
+
+
+def test_flash_attention_is_refused_not_silently_unmasked(tiny_model_dir, monkeypatch):
+    model = load(tiny_model_dir)
+    monkeypatch.setattr(model.get_decoder().config, "_attn_implementation", "flash_attention_2")
+    with pytest.raises(ValueError, match="'flash_attention_2' would ignore it"):
+        fm.enable(model, "future")
+    fm.enable(model, "original")  # nothing to mask: allowed
+
+
+def test_backend_switch_after_enable_is_caught(tiny_model_dir, processor, monkeypatch):
+    model = fm.enable(load(tiny_model_dir), "future")
+    monkeypatch.setattr(model.get_decoder().config, "_attn_implementation", "flash_attention_2")
+    with pytest.raises(ValueError, match="would ignore it"), torch.inference_mode():
+        model(**processor_inputs(processor, PROMPTS[:1]))
