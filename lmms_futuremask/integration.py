@@ -39,7 +39,16 @@ class FutureMaskState:
     merge: str
     visual_token_ids: tuple[int, ...]
     handles: list[Any] = field(default_factory=list)
-    pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    pending: PromptLayout | None = None
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """What the top-level call tells the decoder call that follows it."""
+
+    is_visual: torch.Tensor
+    padding_mask: torch.Tensor | None
+    has_pixels: bool
 
 
 def visual_token_ids_of(config: Any) -> tuple[int, ...]:
@@ -153,20 +162,22 @@ def enable(
                 )
             return None
         id_tensor = torch.tensor(state.visual_token_ids, device=input_ids.device)
-        state.pending = (torch.isin(input_ids, id_tensor), kwargs.get("attention_mask"))
+        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
+        state.pending = PromptLayout(torch.isin(input_ids, id_tensor), kwargs.get("attention_mask"), has_pixels)
         return None
 
     def swap_in_prompt_mask(module, args, kwargs):
-        pending, state.pending = state.pending, None
-        if pending is None:
+        layout, state.pending = state.pending, None
+        if layout is None or not bool(layout.is_visual.any()):
             return None
-        is_visual, padding_mask = pending
-        if not bool(is_visual.any()):
-            return None
+        is_visual, padding_mask = layout.is_visual, layout.padding_mask
         if _cache_length(kwargs.get("past_key_values")) > 0:
-            raise NotImplementedError(
-                "future masks apply to a whole-prompt prefill; this call adds visual tokens to a non-empty cache"
-            )
+            # Decode steps (even one that happens to emit the image token id) extend the cache causally.
+            if layout.has_pixels:
+                raise NotImplementedError(
+                    "future masks apply to a whole-prompt prefill; this call adds images to a non-empty cache"
+                )
+            return None
         embeds = kwargs.get("inputs_embeds")
         if embeds is None or embeds.shape[:2] != is_visual.shape:
             raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")

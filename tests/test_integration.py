@@ -1,5 +1,7 @@
 """enable() on a real transformers LLaVA, checked against a stock model fed explicit masks."""
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -150,3 +152,20 @@ def test_backend_switch_after_enable_is_caught(tiny_model_dir, processor, monkey
     monkeypatch.setattr(model.get_decoder().config, "_attn_implementation", "flash_attention_2")
     with pytest.raises(ValueError, match="would ignore it"), torch.inference_mode():
         model(**processor_inputs(processor, PROMPTS[:1]))
+
+
+def test_decode_step_that_emits_the_image_token_stays_causal(tiny_model_dir, processor):
+    """A generated ``<image>`` id is text: with a cache and no pixels, the stock causal path runs."""
+    inputs = processor_inputs(processor, PROMPTS[:1])
+    model = fm.enable(load(tiny_model_dir), "future")
+    step = {
+        "input_ids": torch.tensor([[model.config.image_token_id]]),
+        "attention_mask": torch.cat([inputs["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1),
+    }
+    with torch.inference_mode():
+        cache = model(**inputs, use_cache=True).past_key_values
+        cache_copy = copy.deepcopy(cache)
+        patched = model(**step, past_key_values=cache).logits
+        fm.disable(model)
+        stock = model(**step, past_key_values=cache_copy).logits
+    assert torch.equal(patched, stock)

@@ -1,0 +1,57 @@
+"""The console command and the real lmms-eval CLI, in subprocesses, on the tiny checkpoint."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import lmms_futuremask as fm
+from lmms_futuremask.cli import find_results_file, scores_of
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_tiny_model_command_writes_a_deterministic_loadable_checkpoint(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    done = subprocess.run(
+        [str(BIN / "lmms-futuremask"), "tiny-model", str(tmp_path / "tiny")], env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
+        assert (tmp_path / "tiny" / name).exists(), name
+    fresh = AutoModelForImageTextToText.from_pretrained(tmp_path / "tiny")
+    fixture = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    for (name, a), (_, b) in zip(fresh.state_dict().items(), fixture.state_dict().items()):
+        assert torch.equal(a, b), name
+    processor = AutoProcessor.from_pretrained(tmp_path / "tiny")
+    assert processor.tokenizer.convert_tokens_to_ids("<image>") == fresh.config.image_token_id
+    assert processor.chat_template
+
+
+def test_lmms_eval_cli_runs_every_mode_on_the_sample_task(tmp_path):
+    """The README's main job, shrunk: one real ``lmms-eval`` run per mode, each writing finite scores."""
+    done = subprocess.run(
+        [str(BIN / "lmms-futuremask"), "demo", "--out", str(tmp_path), "--docs", "5"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for mode in fm.MODES:
+        results_file = find_results_file(tmp_path / "results" / mode)
+        scores = scores_of(results_file)
+        assert set(scores) >= {"futuremask_sample_colour", "futuremask_sample_choice"}, scores
+        assert math.isfinite(scores["futuremask_sample_colour"]["exact_match"])
+        assert math.isfinite(scores["futuremask_sample_choice"]["acc"])
+        config = json.loads(results_file.read_text())["config"]
+        assert f"mode={mode}" in config["model_args"]
+        samples = list(results_file.parent.glob("*_samples_futuremask_sample_colour.jsonl"))
+        answers = [json.loads(line)["filtered_resps"][0] for line in samples[0].read_text().splitlines()]
+        assert len(answers) == 5 and not any(a.startswith("[futuremask-error]") for a in answers)
+    assert "| mma |" in done.stdout
