@@ -55,3 +55,38 @@ def test_lmms_eval_cli_runs_every_mode_on_the_sample_task(tmp_path):
         answers = [json.loads(line)["filtered_resps"][0] for line in samples[0].read_text().splitlines()]
         assert len(answers) == 5 and not any(a.startswith("[futuremask-error]") for a in answers)
     assert "| mma |" in done.stdout
+
+
+def _answers(output_path: Path) -> dict[tuple[str, int], object]:
+    answers = {}
+    for path in output_path.rglob("*_samples_*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            answers[(path.name.split("_samples_")[1], record["doc_id"])] = record["filtered_resps"]
+    return answers
+
+
+def test_accelerate_data_parallel_gives_the_same_answers_as_one_process(tmp_path, tiny_model_dir):
+    from lmms_futuremask.cli import lmms_eval_command
+    from lmms_futuremask.sample_task import GROUP_NAME, write_sample_task
+
+    task_dir = write_sample_task(tmp_path / "tasks", n_docs=4)
+    common = [
+        "--model", "llava_futuremask",
+        "--model_args", f"pretrained={tiny_model_dir},mode=future_v2v,device=cpu",
+        "--tasks", GROUP_NAME, "--include_path", str(task_dir), "--log_samples",
+    ]  # fmt: skip
+    launch = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lmms_eval"]
+    runs = {"one": lmms_eval_command(), "two": launch}
+    logs = {}
+    for name, command in runs.items():
+        done = subprocess.run(
+            command + common + ["--output_path", str(tmp_path / name)], env=ENV, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs[name] = done.stdout + done.stderr
+    assert "Running on rank 1" in logs["two"] and "Running on rank 1" not in logs["one"]
+    one, two = _answers(tmp_path / "one"), _answers(tmp_path / "two")
+    assert len(one) == 8 and one == two
+    assert scores_of(find_results_file(tmp_path / "one")) == scores_of(find_results_file(tmp_path / "two"))
