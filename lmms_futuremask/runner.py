@@ -40,6 +40,7 @@ class Sample:
     context: str
     images: list[Any] = field(default_factory=list)
     where: str = "sample"
+    conv_template: str | None = None  # None: the runner's template
 
 
 @dataclass
@@ -138,7 +139,8 @@ class VLMRunner:
         return next(self.model.parameters()).device
 
     def prompt(self, sample: Sample) -> str:
-        return render_prompt(sample.context, len(sample.images), self.conv_template, sample.where)
+        template = sample.conv_template or self.conv_template
+        return render_prompt(sample.context, len(sample.images), template, sample.where)
 
     def encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")

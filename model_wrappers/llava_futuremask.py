@@ -15,6 +15,9 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
+from lmms_futuremask.milebench.prompt import DEFAULT_CONTEXT_LEN, ProtocolSettings, is_milebench_doc, protocol_inputs
+from lmms_futuremask.milebench.prompt import DEFAULT_TEMPLATE as MILEBENCH_TEMPLATE
+from lmms_futuremask.prompting import DEFAULT_CONV_TEMPLATE
 from lmms_futuremask.runner import GenerationSettings, Sample, VLMRunner
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
@@ -64,8 +67,11 @@ class LlavaFutureMask(lmms):
         device_map: str | None = None,
         attn_implementation: str = "sdpa",
         batch_size: int | str = 1,
-        conv_template: str = "llava_hf",
+        conv_template: str = "auto",
         max_new_tokens: int | None = None,
+        milebench_context_len: int = DEFAULT_CONTEXT_LEN,
+        milebench_image_tokens: int | None = None,
+        milebench_pad_square: bool = True,
         on_error: str = "record",
         revision: str = "main",
         trust_remote_code: bool = False,
@@ -84,7 +90,7 @@ class LlavaFutureMask(lmms):
             device=device,
             device_map=device_map,
             attn_implementation=attn_implementation,
-            conv_template=conv_template,
+            conv_template=DEFAULT_CONV_TEMPLATE if conv_template == "auto" else conv_template,
             on_error=on_error,
             revision=revision,
             trust_remote_code=trust_remote_code,
@@ -96,6 +102,14 @@ class LlavaFutureMask(lmms):
         self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.mode, self.merge = mode, merge
+        # MileBench docs get the official protocol; "auto" gives them its llava_llama_2 template.
+        self.milebench_template = MILEBENCH_TEMPLATE if conv_template == "auto" else conv_template
+        image_mean = getattr(self.runner.processor.image_processor, "image_mean", None)
+        self.milebench = ProtocolSettings(
+            max_context_len=int(milebench_context_len),
+            tokens_per_image=int(milebench_image_tokens or getattr(self.model.config, "image_seq_length", 576)),
+            pad_fill=tuple(int(x * 255) for x in image_mean) if milebench_pad_square and image_mean else None,
+        )
         if self._rank == 0:
             logger.info(f"llava_futuremask: {pretrained} mode={mode} merge={merge} batch_size={batch_size}")
 
@@ -126,9 +140,11 @@ class LlavaFutureMask(lmms):
 
     def _sample(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> Sample:
         where = f"task {task} doc {doc_id}"
-        sample = Sample(context=context, where=where)
-        sample.images = _check_images(_flatten(doc_to_visual(self.task_dict[task][split][doc_id])))
-        return sample
+        doc = self.task_dict[task][split][doc_id]
+        if is_milebench_doc(doc):
+            text, images = protocol_inputs(doc, self.tokenizer, self.milebench)
+            return Sample(text, images, f"{where} (sample {doc['sample_id']})", self.milebench_template)
+        return Sample(context, _check_images(_flatten(doc_to_visual(doc))), where)
 
     def _settings(self, gen_kwargs: dict) -> GenerationSettings:
         gen_kwargs = dict(gen_kwargs or {})

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .data import check_placeholders
+from .data import check_placeholders, open_image
 
 SLOT = "<ImageHere>"
 DEFAULT_CONTEXT_LEN = 4096  # LLaVA-1.5's MileBench budget in the paper's lineage
@@ -86,10 +86,16 @@ def truncate(
 
 @dataclass(frozen=True)
 class ProtocolSettings:
-    """The knobs of the protocol: the model's context budget and what one image costs in it."""
+    """The knobs of the protocol: the model's context budget, what one image costs in it, and the square padding
+    colour (LLaVA-1.5's ``pad`` aspect ratio: the image processor's mean colour; None leaves images as they are)."""
 
     max_context_len: int = DEFAULT_CONTEXT_LEN
     tokens_per_image: int = 576
+    pad_fill: tuple[int, int, int] | None = None
+
+
+def is_milebench_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and "milebench_task" in doc
 
 
 def render(doc: dict[str, Any], tokenizer: Any, settings: ProtocolSettings) -> tuple[str, list[int]]:
@@ -105,3 +111,9 @@ def render(doc: dict[str, Any], tokenizer: Any, settings: ProtocolSettings) -> t
         settings.tokens_per_image,
     )
     return _model_text(doc["instruction"], context), kept
+
+
+def protocol_inputs(doc: dict[str, Any], tokenizer: Any, settings: ProtocolSettings) -> tuple[str, list[Any]]:
+    """The user text and the (padded) images the model sees for one sample under the official protocol."""
+    text, kept = render(doc, tokenizer, settings)
+    return text, [open_image(doc, i, settings.pad_fill) for i in kept]

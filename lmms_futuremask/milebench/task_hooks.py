@@ -1,0 +1,106 @@
+"""What the MileBench lmms-eval tasks call: docs, prompt text, images, per-sample scores and their aggregation.
+
+No lmms-eval import here; ``tasks/milebench/utils.py`` only wires these into lmms-eval's task API.
+
+Metrics of a task: its official metric under its own name (``accuracy``, or ``rouge_l_f`` for open-ended tasks
+outside the Needle/MMCoQA routes), the same split by image quantity (``<metric>_few/_medium/_many``, 0 for an empty
+bucket, as upstream), ``score`` (the official metric again, the one groups average, unweighted), and
+``failed_samples`` (answers that are error records or that the official scorer cannot score; they count as 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..runner import ERROR_MARKER
+from .catalog import BY_TASK_NAME
+from .data import load_task, open_image
+from .prompt import full_prompt
+from .scoring import ScoringError, score_prediction
+
+logger = logging.getLogger("lmms_futuremask.milebench")
+LEVELS = ("Few", "Medium", "Many")
+
+
+def official_metric(folder: str, question_type: str) -> str:
+    """``accuracy`` or ``rouge_l_f``, as the official result key (``Accuracy`` / ``Rouge-L f``) would say."""
+    if "NeedleInAHaystack" in folder or "MMCoQA" in folder or question_type != "open-ended":
+        return "accuracy"
+    return "rouge_l_f"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _aggregate_all(items: list[dict]) -> float:
+    return _mean([item["score"] for item in items])
+
+
+def _aggregate_level(level: str) -> Callable[[list[dict]], float]:
+    def aggregate(items: list[dict]) -> float:
+        return _mean([item["score"] for item in items if item["level"] == level])
+
+    aggregate.__name__ = f"mean_{level.lower()}"
+    return aggregate
+
+
+def _count_failed(items: list[dict]) -> float:
+    return float(sum(item["failed"] for item in items))
+
+
+def metric_list(task_name: str, root: str | None = None) -> list[dict[str, Any]]:
+    """lmms-eval ``metric_list`` for one task, named after its question type (read from the data)."""
+    folder = BY_TASK_NAME[task_name].folder
+    meta, _ = load_task(folder, root)
+    name = official_metric(folder, meta["question_type"])
+    metrics = [{"metric": name, "aggregation": _aggregate_all, "higher_is_better": True}]
+    metrics += [
+        {"metric": f"{name}_{level.lower()}", "aggregation": _aggregate_level(level), "higher_is_better": True}
+        for level in LEVELS
+    ]
+    metrics.append({"metric": "score", "aggregation": _aggregate_all, "higher_is_better": True})
+    metrics.append({"metric": "failed_samples", "aggregation": _count_failed, "higher_is_better": False})
+    return metrics
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    """The untruncated official prompt; ``llava_futuremask`` re-renders it with truncation from the doc itself."""
+    return full_prompt(doc)
+
+
+def doc_to_visual(doc: dict[str, Any]) -> list[Any]:
+    """All the sample's images, in order (opened when the model asks for them)."""
+    return [open_image(doc, i) for i in range(len(doc["images"]))]
+
+
+def sample_score(doc: dict[str, Any], prediction: str) -> tuple[float, bool]:
+    """``(official score, failed)``: an error record or an unscorable prediction scores 0 and is logged."""
+    where = f"{doc['milebench_task']} sample {doc['sample_id']}"
+    if prediction.startswith(ERROR_MARKER):
+        logger.error("%s: the model recorded an error instead of an answer: %s", where, prediction)
+        return 0.0, True
+    try:
+        score = score_prediction(
+            doc["milebench_task"],
+            doc["question_type"],
+            prediction.strip(),
+            doc["answer"],
+            doc["choices"] if doc["has_choices"] else None,
+        )
+    except ScoringError as error:
+        logger.error("%s: the official scorer cannot score %r (%s); counted as 0", where, prediction[:200], error)
+        return 0.0, True
+    return score, False
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict]:
+    score, failed = sample_score(doc, results[0])
+    folder = doc["milebench_task"]
+    item = {"score": score, "level": doc["image_quantity_level"], "failed": failed}
+    name = official_metric(folder, doc["question_type"])
+    values = {name: item, "score": item, "failed_samples": item}
+    values.update({f"{name}_{level.lower()}": item for level in LEVELS})
+    return values
