@@ -37,7 +37,8 @@ def test_tiny_model_command_writes_a_deterministic_loadable_checkpoint(tmp_path,
 def test_lmms_eval_cli_runs_every_mode_on_the_sample_task(tmp_path):
     """The README's main job, shrunk: one real ``lmms-eval`` run per mode, each writing finite scores."""
     done = subprocess.run(
-        [str(BIN / "lmms-futuremask"), "demo", "--out", str(tmp_path), "--docs", "5"],
+        [str(BIN / "lmms-futuremask"), "demo", "--out", str(tmp_path), "--docs", "5", "--tasks", "futuremask_sample"]
+        + ["--modes", ",".join(fm.MODES)],
         env=ENV,
         capture_output=True,
         text=True,

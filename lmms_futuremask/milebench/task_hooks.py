@@ -99,8 +99,18 @@ def sample_score(doc: dict[str, Any], prediction: str) -> tuple[float, bool]:
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict]:
     score, failed = sample_score(doc, results[0])
     folder = doc["milebench_task"]
-    item = {"score": score, "level": doc["image_quantity_level"], "failed": failed}
+    item = {"score": score, "level": doc["image_quantity_level"], "failed": failed, "sample_id": doc["sample_id"]}
     name = official_metric(folder, doc["question_type"])
     values = {name: item, "score": item, "failed_samples": item}
     values.update({f"{name}_{level.lower()}": item for level in LEVELS})
     return values
+
+
+def summarize(docs: list[dict[str, Any]], predictions: list[str]) -> dict[str, float]:
+    """One task's metrics from its docs and predictions, as the lmms-eval task would report them."""
+    items = [process_results(doc, [pred])["score"] for doc, pred in zip(docs, predictions, strict=True)]
+    name = official_metric(docs[0]["milebench_task"], docs[0]["question_type"])
+    summary = {name: _aggregate_all(items)}
+    summary.update({f"{name}_{level.lower()}": _aggregate_level(level)(items) for level in LEVELS})
+    summary.update({"score": summary[name], "failed_samples": _count_failed(items), "samples": float(len(items))})
+    return summary
