@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .masks import MODES, check_mode
+from .masks import MODES
+from .variants import PAPER_VARIANTS, variant_model_args
 
 
 def lmms_eval_command() -> list[str]:
@@ -65,7 +66,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .tiny import write_tiny_model
 
     out = Path(args.out).resolve()
-    modes = [check_mode(m) for m in args.modes.split(",")]
+    variants = args.variants.split(",")
+    variant_args = {v: variant_model_args(v) for v in variants}
     model_dir = write_tiny_model(out / "tiny-llava")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     extra = []
@@ -74,10 +76,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if "milebench" in args.tasks:
         env["MILEBENCH_DIR"] = str(write_fake_milebench(out / "MileBench", samples_per_task=args.docs))
     rows = {}
-    for mode in modes:
-        output_path = out / "results" / mode
+    for variant in variants:
+        output_path = out / "results" / variant
         shutil.rmtree(output_path, ignore_errors=True)
-        model_args = f"pretrained={model_dir},mode={mode},device={args.device},max_new_tokens={args.max_new_tokens}"
+        model_args = f"pretrained={model_dir},{variant_args[variant]},device={args.device}"
+        model_args += f",max_new_tokens={args.max_new_tokens}"
         command = lmms_eval_command() + [
             "--model", "llava_futuremask",
             "--model_args", model_args,
@@ -86,15 +89,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "--output_path", str(output_path),
             "--log_samples",
         ] + extra  # fmt: skip
-        print(f"[demo] mode={mode}: {' '.join(command)}", flush=True)
-        log = out / f"lmms-eval-{mode}.log"
+        print(f"[demo] {variant}: {' '.join(command)}", flush=True)
+        log = out / f"lmms-eval-{variant}.log"
         with open(log, "w") as handle:
             done = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
         try:
-            rows[mode] = scores_of(find_results_file(output_path))
+            rows[variant] = scores_of(find_results_file(output_path))
         except FileNotFoundError:
             print(log.read_text()[-4000:], file=sys.stderr)
-            print(f"[demo] lmms-eval failed for mode={mode} (exit {done.returncode}; log: {log})", file=sys.stderr)
+            print(f"[demo] lmms-eval failed for {variant} (exit {done.returncode}; log: {log})", file=sys.stderr)
             return done.returncode or 1
     print(format_table(rows))
     print("Scores of a tiny random model on synthetic data: the pipeline is real, the numbers mean nothing.")
@@ -111,7 +114,7 @@ def _headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Tasks (and groups) down, modes across."""
+    """Tasks (and groups) down, variants across."""
     modes = list(rows)
     keys = sorted(
         {(task, metric) for table in rows.values() for task, ms in table.items() for metric in _headline_metrics(ms)}
@@ -175,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: lmms-eval on the tiny checkpoint and synthetic data, per mode")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--modes", default="original,future,future_v2v,future_v2t", help=f"any of {', '.join(MODES)}")
+    demo.add_argument(
+        "--variants",
+        default=",".join(PAPER_VARIANTS),
+        help=f"comma-separated MODE or MODE+merge; modes: {', '.join(MODES)}",
+    )
     demo.add_argument("--tasks", default="milebench_paper", help="milebench* tasks/groups and/or futuremask_sample")
     demo.add_argument("--docs", type=int, default=2, help="samples per task in the synthetic data")
     demo.add_argument("--batch-size", type=int, default=2)

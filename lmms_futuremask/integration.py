@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from .masks import MODES, build_mask, check_mode
+from .merge import MERGE_BACKEND_PREFIX, MergeContext, MergeSettings, merge_settings, register_merge_backend
 
 #: Attention backends that take our explicit 4D mask exactly.
 MASKED_BACKENDS = ("sdpa", "eager")
-
-#: ``merge`` values accepted today, with the options each takes.
-MERGE_OPTIONS: dict[str, tuple[str, ...]] = {"none": ()}
 
 _STATE_ATTR = "_futuremask"
 
@@ -36,8 +34,9 @@ class FutureMaskState:
     """What :func:`enable` installed on a model; kept on the model as ``model._futuremask``."""
 
     mode: str
-    merge: str
+    merge: MergeSettings | None
     visual_token_ids: tuple[int, ...]
+    base_backend: str = "sdpa"
     handles: list[Any] = field(default_factory=list)
     pending: PromptLayout | None = None
 
@@ -62,8 +61,9 @@ def visual_token_ids_of(config: Any) -> tuple[int, ...]:
 
 
 def attn_implementation_of(module: nn.Module) -> str:
+    """The module's attention backend, seen through our merge wrapper (``futuremask_merge_sdpa`` is ``sdpa``)."""
     config = getattr(module, "config", None)
-    return str(getattr(config, "_attn_implementation", None) or "eager")
+    return str(getattr(config, "_attn_implementation", None) or "eager").removeprefix(MERGE_BACKEND_PREFIX)
 
 
 def check_backend(attn_implementation: str, mode: str) -> None:
@@ -111,18 +111,6 @@ def _cache_length(past_key_values: Any) -> int:
     return int(past_key_values[0][0].shape[-2])
 
 
-def _check_merge(merge: str, merge_options: dict[str, Any]) -> None:
-    if merge not in MERGE_OPTIONS:
-        raise ValueError(
-            f"unknown merge {merge!r}; valid values today: {', '.join(MERGE_OPTIONS)} "
-            "(merge='kernel' arrives with the light future-aware attention)"
-        )
-    unknown = sorted(set(merge_options) - set(MERGE_OPTIONS[merge]))
-    if unknown:
-        valid = ", ".join(MERGE_OPTIONS[merge]) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for merge={merge!r}; valid options: {valid}")
-
-
 def enable(
     model: nn.Module,
     mode: str = "future",
@@ -133,10 +121,12 @@ def enable(
 ) -> nn.Module:
     """Patch ``model`` so that prompts are prefilled under ``mode`` and decoding stays causal; returns ``model``.
 
+    ``merge="kernel"`` (options ``merge_pool``, ``merge_kernel``, ``merge_prefix``) is the light variant: visual
+    rows stay causal and their future scores are pooled into the prefix logits (see :mod:`lmms_futuremask.merge`).
     Calling it again reconfigures the model; :func:`disable` restores the stock behaviour.
     """
     check_mode(mode)
-    _check_merge(merge, merge_options)
+    settings = merge_settings(merge, mode, merge_options)
     ids = tuple(visual_token_ids) if visual_token_ids is not None else visual_token_ids_of(model.config)
     if not ids:
         raise ValueError(
@@ -146,10 +136,13 @@ def enable(
     check_backend(attn_implementation_of(decoder), mode)
 
     disable(model)
-    state = FutureMaskState(mode=mode, merge=merge, visual_token_ids=ids)
+    base = attn_implementation_of(decoder)
+    state = FutureMaskState(mode=mode, merge=settings, visual_token_ids=ids, base_backend=base)
     setattr(model, _STATE_ATTR, state)
     if mode == "original":
         return model
+    if settings is not None:
+        decoder.config._attn_implementation = register_merge_backend(base)
 
     def remember_visual_positions(module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -185,7 +178,12 @@ def enable(
             raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
         backend = attn_implementation_of(module)
         check_backend(backend, state.mode)
-        allowed = build_mask(is_visual, state.mode, padding_mask)
+        if state.merge is None:
+            allowed = build_mask(is_visual, state.mode, padding_mask)
+        else:  # visual rows stay causal; the merge backend adds their pooled future to the prefix logits
+            allowed = build_mask(is_visual, "original", padding_mask)
+            real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
+            kwargs["futuremask_merge"] = MergeContext(is_visual, real_key, state.mode, state.merge)
         kwargs["attention_mask"] = render_mask(allowed, backend, embeds.dtype)
         return args, kwargs
 
@@ -202,6 +200,8 @@ def disable(model: nn.Module) -> nn.Module:
     if state is not None:
         for handle in state.handles:
             handle.remove()
+        if state.merge is not None and state.mode != "original":
+            find_decoder(model).config._attn_implementation = state.base_backend
         delattr(model, _STATE_ATTR)
     return model
 

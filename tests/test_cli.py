@@ -38,20 +38,21 @@ def test_lmms_eval_cli_runs_every_mode_on_the_sample_task(tmp_path):
     """The README's main job, shrunk: one real ``lmms-eval`` run per mode, each writing finite scores."""
     done = subprocess.run(
         [str(BIN / "lmms-futuremask"), "demo", "--out", str(tmp_path), "--docs", "5", "--tasks", "futuremask_sample"]
-        + ["--modes", ",".join(fm.MODES)],
+        + ["--variants", ",".join(fm.MODES) + ",future_v2v+merge"],
         env=ENV,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for mode in fm.MODES:
+    for mode in [*fm.MODES, "future_v2v+merge"]:
         results_file = find_results_file(tmp_path / "results" / mode)
         scores = scores_of(results_file)
         assert set(scores) >= {"futuremask_sample_colour", "futuremask_sample_choice"}, scores
         assert math.isfinite(scores["futuremask_sample_colour"]["exact_match"])
         assert math.isfinite(scores["futuremask_sample_choice"]["acc"])
         config = json.loads(results_file.read_text())["config"]
-        assert f"mode={mode}" in config["model_args"]
+        assert f"mode={mode.removesuffix('+merge')}" in config["model_args"]
+        assert ("merge=kernel" in config["model_args"]) == mode.endswith("+merge")
         samples = list(results_file.parent.glob("*_samples_futuremask_sample_colour.jsonl"))
         answers = [json.loads(line)["filtered_resps"][0] for line in samples[0].read_text().splitlines()]
         assert len(answers) == 5 and not any(a.startswith("[futuremask-error]") for a in answers)

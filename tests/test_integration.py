@@ -132,10 +132,18 @@ def test_bad_arguments_name_the_valid_values(tiny_model_dir):
     model = load(tiny_model_dir)
     with pytest.raises(ValueError, match="valid modes are: original, future, future_v2v, future_v2t, mma"):
         fm.enable(model, "future_v3")
-    with pytest.raises(ValueError, match="valid values today: none"):
-        fm.enable(model, "future", merge="kernel")
-    with pytest.raises(ValueError, match="merge_pool"):
+    with pytest.raises(ValueError, match="valid values are: none, kernel"):
+        fm.enable(model, "future", merge="kernal")
+    with pytest.raises(ValueError, match="only apply with merge='kernel'"):
         fm.enable(model, "future", merge_pool="max")
+    with pytest.raises(ValueError, match="valid options: merge_pool, merge_kernel, merge_prefix"):
+        fm.enable(model, "future", merge="kernel", merge_size=3)
+    with pytest.raises(ValueError, match="original has none"):
+        fm.enable(model, "original", merge="kernel")
+    with pytest.raises(ValueError, match="valid values are: mean, max"):
+        fm.enable(model, "future", merge="kernel", merge_pool="median")
+    with pytest.raises(ValueError, match=">= 1"):
+        fm.enable(model, "future", merge="kernel", merge_kernel=0)
     assert fm.current_mode(model) is None
 
 

@@ -1,0 +1,288 @@
+"""Light future-aware attention (the paper's "+merge", ``--compress_future kernel``): our documented reading.
+
+The paper: scores ``h' = Softmax(B + C(B, mu) + Mc)``, where ``C`` summarises by 1-D kernel pooling (max or mean),
+per visual query, the scores that mode ``mu`` would have opened in the future, and adds them to the first ``p``
+(prefix / attention-sink) key columns; decoding stays causal. Its code is not public; we implement this reading,
+in every layer and head, at prefill only, with ``B = QK^T * scale``:
+
+1. For each visual query row ``i``: ``F_i = {j > i : mode allows (i, j), j not padding}``, in key order. Rows that
+   are not visual, or whose ``F_i`` is empty, get no bias.
+2. ``s = B[i, F_i]`` (``n`` values), smoothed with stride 1 and windows clipped at the ends:
+   ``s'_t = pool(s[max(0, t - k//2) : min(n, t - k//2 + k)])``.
+3. ``b = min(p, n)`` bins: bin ``t`` is ``s'[floor(t*n/b) : floor((t+1)*n/b)]`` and ``C[i, t] = pool(bin t)``.
+4. Weights = softmax over keys of ``B + C + causal mask``, ``C[i, t]`` added to the logit of the row's ``t``-th real
+   (non-padding) key. Visual rows do not attend the future directly; only the prefix logits change.
+
+Two implementations: :func:`reference_merge_attention` follows the steps literally (tests), and
+:func:`merge_visual_rows` is the one the model runs: the causal kernel computes every row, then the visual rows that
+have a future are recomputed exactly with their bias, in row chunks, from fp32 scores (no per-head ``L x L`` matrix;
+future scores only for visual rows). It recomputes rather than patching the kernel's output with a rank-``p``
+log-sum-exp correction because that correction cancels catastrophically when the sink holds most of the attention
+and ``C`` lowers it, which bf16 outputs cannot afford.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .masks import RELAXATIONS
+
+POOLS = ("mean", "max")
+MERGES = ("none", "kernel")
+MERGE_OPTION_NAMES = ("merge_pool", "merge_kernel", "merge_prefix")
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    pool: str = "mean"
+    kernel: int = 5
+    prefix: int = 1
+
+
+def merge_settings(merge: str, mode: str, options: dict[str, Any]) -> MergeSettings | None:
+    """Validate ``merge`` and its options; None for ``merge="none"``. Errors name the valid values."""
+    if merge not in MERGES:
+        raise ValueError(f"unknown merge {merge!r}; valid values are: {', '.join(MERGES)}")
+    unknown = sorted(set(options) - set(MERGE_OPTION_NAMES))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; valid options: {', '.join(MERGE_OPTION_NAMES)}")
+    if merge == "none":
+        if options:
+            raise ValueError(f"{sorted(options)} only apply with merge='kernel'")
+        return None
+    if mode == "original":
+        raise ValueError("merge='kernel' needs a future mode (future, future_v2v, future_v2t, mma); original has none")
+    settings = MergeSettings(
+        pool=str(options.get("merge_pool", "mean")),
+        kernel=int(options.get("merge_kernel", 5)),
+        prefix=int(options.get("merge_prefix", 1)),
+    )
+    if settings.pool not in POOLS:
+        raise ValueError(f"unknown merge_pool {settings.pool!r}; valid values are: {', '.join(POOLS)}")
+    if settings.kernel < 1 or settings.prefix < 1:
+        raise ValueError(f"merge_kernel and merge_prefix must be >= 1, got {settings.kernel} and {settings.prefix}")
+    return settings
+
+
+# -- the literal reference ---------------------------------------------------------------------------------------
+
+
+def _pool(values: list[float], pool: str) -> float:
+    return max(values) if pool == "max" else sum(values) / len(values)
+
+
+def reference_bias(future_scores: list[float], settings: MergeSettings) -> list[float]:
+    """Steps 2-3 for one row: ``C[i, 0..b-1]`` from its future scores."""
+    n, k = len(future_scores), settings.kernel
+    half = k // 2
+    smooth = [_pool(future_scores[max(0, t - half) : min(n, t - half + k)], settings.pool) for t in range(n)]
+    bins = min(settings.prefix, n)
+    return [_pool(smooth[t * n // bins : (t + 1) * n // bins], settings.pool) for t in range(bins)]
+
+
+def reference_merge_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    is_visual: torch.Tensor,
+    mode: str,
+    settings: MergeSettings,
+    padding_mask: torch.Tensor | None = None,
+    scaling: float | None = None,
+) -> torch.Tensor:
+    """Steps 1-4 with explicit loops. ``query/key/value`` are ``[B, H, L, D]``; returns ``[B, H, L, D]``."""
+    batch, heads, length, dim = query.shape
+    scaling = dim**-0.5 if scaling is None else scaling
+    real = torch.ones(batch, length, dtype=torch.bool) if padding_mask is None else padding_mask.bool().cpu()
+    vis = is_visual.bool().cpu()
+    relax = RELAXATIONS[mode]
+    out = torch.zeros_like(query)
+    for b in range(batch):
+        real_keys = [j for j in range(length) if real[b, j]]
+        for h in range(heads):
+            scores = (query[b, h] @ key[b, h].T) * scaling
+            for i in range(length):
+                logits = scores[i].clone()
+                future = [
+                    j
+                    for j in range(i + 1, length)
+                    if real[b, j] and bool(relax(vis[b, i : i + 1], vis[b, j : j + 1])[0])
+                ]
+                if vis[b, i] and future:
+                    bias = reference_bias([float(scores[i, j]) for j in future], settings)
+                    for t, c in enumerate(bias):
+                        logits[real_keys[t]] += c
+                allowed = torch.tensor([j <= i and bool(real[b, j]) for j in range(length)])
+                if not allowed.any():
+                    continue
+                weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+                out[b, h, i] = weights @ value[b, h]
+    return out
+
+
+# -- the efficient path ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MergeContext:
+    """What the attention function needs at a merge prefill; passed down the decoder as a keyword argument."""
+
+    is_visual: torch.Tensor  # [B, L] bool
+    real_key: torch.Tensor  # [B, L] bool (padding mask)
+    mode: str
+    settings: MergeSettings
+    max_chunk_elements: int = 1 << 24  # scores held at once: heads * rows * keys
+
+
+def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``out[..., u] = max(x[..., u : u + k])`` for every start ``u`` with a full window (sparse-table doubling)."""
+    span, level = 1, x
+    while span * 2 <= k:
+        level = torch.maximum(level[..., :-span], level[..., span:])
+        span *= 2
+    if span == k:
+        return level
+    return torch.maximum(level[..., : level.shape[-1] - (k - span)], level[..., k - span :])
+
+
+def _prefix_sums(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.zeros_like(x[..., :1]), torch.cumsum(x, dim=-1)], dim=-1)
+
+
+def _range_pool(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool ``values [H, R, L]`` over ``[lo, hi)`` per row and bin (``lo``/``hi``: ``[R, p]``) -> ``[H, R, p]``."""
+    heads = values.shape[0]
+    if pool == "mean":
+        sums = _prefix_sums(values)
+        total = sums.gather(-1, hi.expand(heads, -1, -1)) - sums.gather(-1, lo.expand(heads, -1, -1))
+        return total / (hi - lo).clamp(min=1)
+    positions = torch.arange(values.shape[-1], device=values.device)
+    pooled = [
+        torch.where((positions >= lo[:, t, None]) & (positions < hi[:, t, None]), values, float("-inf")).amax(-1)
+        for t in range(lo.shape[1])
+    ]
+    return torch.stack(pooled, dim=-1)
+
+
+def future_bias(
+    scores: torch.Tensor, future: torch.Tensor, settings: MergeSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 for a chunk of rows. ``scores [H, R, L]`` (fp32), ``future [R, L]`` bool.
+
+    Returns ``C [H, R, p]`` and ``active [R, p]`` (bin ``t`` exists for the row).
+    """
+    heads, rows, length = scores.shape
+    k, p = settings.kernel, settings.prefix
+    n = future.sum(-1)  # [R]
+    order = torch.argsort((~future).to(torch.int8), dim=-1, stable=True)  # future keys first, in key order
+    compact = scores.gather(-1, order.expand(heads, -1, -1))
+    valid = torch.arange(length, device=scores.device) < n[:, None]  # [R, L]
+    half = k // 2
+    t = torch.arange(length, device=scores.device)
+    if settings.pool == "mean":
+        sums = _prefix_sums(torch.where(valid, compact, 0.0))
+        lo = (t - half).clamp(min=0).expand(rows, -1)
+        hi = torch.minimum(n[:, None], t - half + k)
+        hi = torch.maximum(hi, lo + 1)  # rows past n are invalid anyway; keep the division finite
+        smooth = (sums.gather(-1, hi.expand(heads, -1, -1)) - sums.gather(-1, lo.expand(heads, -1, -1))) / (hi - lo)
+    else:
+        padded = torch.nn.functional.pad(
+            torch.where(valid, compact, float("-inf")), (half, k - 1 - half), value=float("-inf")
+        )
+        smooth = _sliding_max(padded, k)
+    smooth = torch.where(valid, smooth, 0.0 if settings.pool == "mean" else float("-inf"))
+
+    bins = torch.minimum(n, torch.full_like(n, p)).clamp(min=1)  # [R]
+    slot = torch.arange(p, device=scores.device)
+    lo = (slot[None, :] * n[:, None]) // bins[:, None]  # [R, p]
+    hi = ((slot[None, :] + 1) * n[:, None]) // bins[:, None]
+    active = (slot[None, :] < torch.minimum(n, torch.full_like(n, p))[:, None]) & (n[:, None] > 0)
+    hi = torch.where(active, hi, lo + 1)
+    bias = _range_pool(smooth, lo, hi, settings.pool)
+    return torch.where(active, bias, 0.0), active
+
+
+def merge_visual_rows(
+    output: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    context: MergeContext,
+    scaling: float,
+) -> torch.Tensor:
+    """Overwrite, in ``output [B, L, H, D]`` (the causal kernel's result), the rows that get a bias.
+
+    ``query [B, H, L, D]``, ``key/value [B, Hkv, L, D]`` (grouped-query heads are repeated here).
+    """
+    batch, heads, length, dim = query.shape
+    groups = heads // key.shape[1]
+    relax = RELAXATIONS[context.mode]
+    positions = torch.arange(length, device=query.device)
+    compute = torch.promote_types(query.dtype, torch.float32)  # fp32 scores for bf16/fp16 models
+    for b in range(batch):
+        vis, real = context.is_visual[b], context.real_key[b]
+        sinks = real.nonzero().flatten()[: context.settings.prefix]
+        future_of = (positions[None, :] > positions[:, None]) & relax(vis[:, None], vis[None, :]) & real[None, :]
+        rows = (vis & future_of.any(-1)).nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        k_b = key[b].repeat_interleave(groups, dim=0).to(compute)
+        v_b = value[b].repeat_interleave(groups, dim=0).to(compute)
+        chunk = max(1, context.max_chunk_elements // (heads * length))
+        for start in range(0, rows.numel(), chunk):
+            r = rows[start : start + chunk]
+            scores = torch.matmul(query[b][:, r].to(compute), k_b.transpose(-1, -2)) * scaling  # [H, R, L]
+            bias, active = future_bias(scores, future_of[r], context.settings)
+            logits = scores.clone()
+            for t in range(min(context.settings.prefix, sinks.numel())):
+                logits[:, :, int(sinks[t])] += torch.where(active[:, t], bias[:, :, t], 0.0)
+            allowed = (positions[None, :] <= r[:, None]) & real[None, :]
+            weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+            output[b, r] = torch.matmul(weights, v_b).transpose(0, 1).to(output.dtype)
+    return output
+
+
+# -- the attention function the model runs ---------------------------------------------------------------------
+
+MERGE_BACKEND_PREFIX = "futuremask_merge_"
+
+
+def _base_attention(module: torch.nn.Module, base: str):
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if base == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def _merge_attention(base: str):
+    def attention(module, query, key, value, attention_mask, *args, futuremask_merge=None, **kwargs):
+        output, weights = _base_attention(module, base)(module, query, key, value, attention_mask, *args, **kwargs)
+        if futuremask_merge is not None:
+            scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+            merge_visual_rows(output, query, key, value, futuremask_merge, scaling)
+            weights = None  # the kernel's weights no longer describe the visual rows
+        return output, weights
+
+    attention.__name__ = f"{MERGE_BACKEND_PREFIX}{base}"
+    return attention
+
+
+def register_merge_backend(base: str) -> str:
+    """Register ``futuremask_merge_<base>`` with transformers (attention and mask); returns its name.
+
+    It runs ``base`` unchanged on every call and, on a merge prefill (the decoder gets a ``futuremask_merge``
+    keyword), rewrites the visual rows that get a bias. Decode steps are the base backend, untouched.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    name = f"{MERGE_BACKEND_PREFIX}{base}"
+    AttentionInterface.register(name, _merge_attention(base))
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name

@@ -1,0 +1,25 @@
+"""Named variants: a mode, optionally with ``+merge`` (the paper's light variant with its default knobs)."""
+
+from __future__ import annotations
+
+from .masks import check_mode
+
+#: The paper's seven variants (Table 4 rows), in its order.
+PAPER_VARIANTS = (
+    "original",
+    "future_v2t",
+    "future_v2v",
+    "future",
+    "future_v2v+merge",
+    "future_v2t+merge",
+    "future+merge",
+)
+
+
+def variant_model_args(variant: str) -> str:
+    """``"future_v2v+merge"`` -> ``"mode=future_v2v,merge=kernel"``; unknown names raise naming the valid form."""
+    mode, plus, suffix = variant.partition("+")
+    if plus and suffix != "merge":
+        raise ValueError(f"unknown variant {variant!r}; use MODE or MODE+merge, e.g. future_v2v+merge")
+    check_mode(mode)
+    return f"mode={mode},merge=kernel" if plus else f"mode={mode}"

@@ -1,0 +1,169 @@
+"""merge=kernel: the efficient path against the literal reference, and in a real model against a stock one."""
+
+import itertools
+
+import pytest
+import torch
+from transformers import AttentionInterface, AutoModelForImageTextToText, AutoProcessor
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+import lmms_futuremask as fm
+from lmms_futuremask import merge as merge_module
+from lmms_futuremask.inference import position_ids_from
+from lmms_futuremask.masks import build_mask
+from lmms_futuremask.merge import (
+    MergeContext,
+    MergeSettings,
+    merge_visual_rows,
+    reference_bias,
+    reference_merge_attention,
+)
+
+from .helpers import PROMPTS, processor_inputs
+
+FUTURE_MODES = ["future", "future_v2v", "future_v2t", "mma"]
+
+
+def test_reference_bias_by_hand():
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0]
+    # k = 3: windows [0:2], [0:3], [1:4], [2:5], [3:5]
+    assert reference_bias(scores, MergeSettings("mean", 3, 2)) == pytest.approx([1.75, (3 + 4 + 4.5) / 3])
+    assert reference_bias(scores, MergeSettings("max", 3, 2)) == [3.0, 5.0]
+    assert reference_bias([7.0], MergeSettings("mean", 25, 4)) == [7.0]  # fewer future keys than k and p
+    assert reference_bias(scores, MergeSettings("mean", 1, 1)) == [3.0]
+
+
+def layout():
+    """Two rows: images between text, the second left-padded; GQA-shaped q/k/v in float64."""
+    vis = torch.tensor(
+        [
+            [0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0],
+            [0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0],
+        ]
+    ).bool()
+    real = torch.tensor([[1] * 14, [0, 0, 0] + [1] * 11])
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 14, 8, generator=gen, dtype=torch.float64) * 1.5
+    k = torch.randn(2, 2, 14, 8, generator=gen, dtype=torch.float64) * 1.5
+    v = torch.randn(2, 2, 14, 8, generator=gen, dtype=torch.float64)
+    return vis, real, q, k, v
+
+
+@pytest.mark.parametrize(
+    "mode,pool,kernel,prefix", list(itertools.product(FUTURE_MODES, ["mean", "max"], [1, 5, 25], [1, 4]))
+)
+def test_efficient_path_equals_reference(mode, pool, kernel, prefix):
+    vis, real, q, k, v = layout()
+    settings = MergeSettings(pool, kernel, prefix)
+    k_full, v_full = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    causal = build_mask(vis, "original", real)
+    causal = causal | ~causal.any(-1, keepdim=True)  # padding rows: anything finite
+    base = torch.nn.functional.scaled_dot_product_attention(q, k_full, v_full, attn_mask=causal)
+    output = base.transpose(1, 2).clone()
+    context = MergeContext(vis, real.bool(), mode, settings, max_chunk_elements=4 * 14 * 3)  # 3-row chunks
+    merge_visual_rows(output, q, k, v, context, scaling=8**-0.5)
+    expected = reference_merge_attention(q, k_full, v_full, vis, mode, settings, real, scaling=8**-0.5)
+    rows = real.bool()
+    torch.testing.assert_close(
+        output.transpose(1, 2)[rows[:, None].expand(-1, 4, -1)], expected[rows[:, None].expand(-1, 4, -1)]
+    )
+    # The bias must matter here, or this test could not fail.
+    assert not torch.allclose(base[rows[:, None].expand(-1, 4, -1)], expected[rows[:, None].expand(-1, 4, -1)])
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+REFERENCE = {}
+
+
+def reference_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """A stock model's attention replaced by steps 1-4, for the whole-model comparison."""
+    groups = query.shape[1] // key.shape[1]
+    k, v = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    if query.shape[2] != key.shape[2]:
+        raise AssertionError("the reference only runs prefills")
+    out = reference_merge_attention(
+        query.double(), k.double(), v.double(), REFERENCE["is_visual"], REFERENCE["mode"],
+        REFERENCE["settings"], REFERENCE["padding"], scaling,
+    )  # fmt: skip
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("futuremask_test_reference", reference_attention)
+AttentionMaskInterface.register("futuremask_test_reference", ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+
+
+@pytest.mark.parametrize("base", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    "mode,pool,kernel,prefix", [("future", "mean", 5, 1), ("future_v2v", "max", 3, 4), ("future_v2t", "mean", 25, 2)]
+)
+def test_whole_model_prefill_equals_stock_model_with_reference_attention(
+    tiny_model_dir, processor, base, mode, pool, kernel, prefix
+):
+    inputs = processor_inputs(processor, PROMPTS)
+    positions = position_ids_from(inputs["attention_mask"])
+    REFERENCE.update(
+        is_visual=inputs["input_ids"] == 4,
+        mode=mode,
+        settings=MergeSettings(pool, kernel, prefix),
+        padding=inputs["attention_mask"],
+    )
+    stock = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    stock.config.text_config._attn_implementation = "futuremask_test_reference"  # the decoder only
+    assert stock.config.image_token_id == 4
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation=base)
+    fm.enable(model, mode, merge="kernel", merge_pool=pool, merge_kernel=kernel, merge_prefix=prefix)
+    with torch.inference_mode():
+        expected = stock(**inputs, position_ids=positions).logits
+        got = model(**inputs, position_ids=positions).logits
+        plain = fm.enable(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), mode)(
+            **inputs, position_ids=positions
+        ).logits
+        causal = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)(**inputs, position_ids=positions).logits
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], atol=5e-5, rtol=1e-4)
+    assert not torch.allclose(got[real], plain[real], atol=1e-3)  # merge differs from the full future mask
+    assert not torch.allclose(got[real], causal[real], atol=1e-3)  # and from the causal baseline
+
+
+def test_text_only_prompt_and_decode_steps_are_untouched(tiny_model_dir, processor, monkeypatch):
+    calls = []
+    real_merge = merge_module.merge_visual_rows
+
+    def spy(output, query, *args, **kwargs):
+        calls.append(query.shape[2])
+        return real_merge(output, query, *args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "merge_visual_rows", spy)
+    stock = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    model = fm.enable(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), "future", merge="kernel")
+    text_only = processor.tokenizer(["USER: Answer with one word. ASSISTANT:"], return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(model(**text_only).logits, stock(**text_only).logits)
+    assert calls == []
+    inputs = processor_inputs(processor, PROMPTS[:2])
+    with torch.inference_mode():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=5, min_new_tokens=5)
+    n_layers = model.config.text_config.num_hidden_layers
+    assert calls == [inputs["input_ids"].shape[1]] * n_layers  # the prefill only, once per layer
+    # Decode steps are the stock causal path over the merged prefill's cache.
+    with torch.inference_mode():
+        prefill = model(**inputs, position_ids=position_ids_from(inputs["attention_mask"]), use_cache=True)
+        fm.disable(model)
+        assert model.config.text_config._attn_implementation == "sdpa"
+        mask, cache, token = inputs["attention_mask"], prefill.past_key_values, prefill.logits[:, -1].argmax(-1)
+        manual = [token]
+        for _ in range(4):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            step = model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=position_ids_from(mask)[:, -1:],
+                past_key_values=cache,
+            )
+            cache, token = step.past_key_values, step.logits[:, -1].argmax(-1)
+            manual.append(token)
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], torch.stack(manual, dim=1))
