@@ -162,6 +162,28 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_rows, run_bench, write_outputs
+
+    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    rows = run_bench(
+        arch=args.arch,
+        variants=tuple(args.variants.split(",")),
+        images=ints(args.images),
+        batches=ints(args.batches),
+        text_tokens=args.text_tokens,
+        new_tokens=args.new_tokens,
+        repeats=args.repeats,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn,
+    )
+    print("\n" + format_rows(rows, all_rows=rows))
+    markdown, table = write_outputs(rows, args.out_dir, "lmms-futuremask " + " ".join(sys.argv[1:]))
+    print(f"written: {markdown}, {table}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmms-futuremask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--force", action="store_true", help="re-extract parts already done")
     download.add_argument("--keep", action="store_true", help="keep downloaded archives after extraction")
     download.set_defaults(func=cmd_download_milebench)
+
+    from .bench import ARCHS, BENCH_VARIANTS
+
+    bench = sub.add_parser("bench", help="prefill / decode / end-to-end speed and peak memory of every variant")
+    bench.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
+    bench.add_argument("--variants", default=",".join(BENCH_VARIANTS))
+    bench.add_argument("--images", default="1,4,8", help="images per prompt (576 tokens each)")
+    bench.add_argument("--batches", default="1,8")
+    bench.add_argument("--text-tokens", type=int, default=200)
+    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--repeats", type=int, default=3, help="median over this many runs, after a warm-up")
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
+    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    bench.add_argument("--out-dir", default="runs/bench")
+    bench.set_defaults(func=cmd_bench)
 
     rescore = sub.add_parser("rescore", help="re-score saved lmms-eval --log_samples MileBench outputs offline")
     rescore.add_argument("log_dir")

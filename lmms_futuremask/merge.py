@@ -23,7 +23,9 @@ and ``C`` lowers it, which bf16 outputs cannot afford.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -135,6 +137,18 @@ class MergeContext:
     mode: str
     settings: MergeSettings
     max_chunk_elements: int = 1 << 24  # scores held at once: heads * rows * keys
+    _layouts: dict = field(default_factory=dict, repr=False)  # per batch row, shared by every layer
+
+    def layout(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rows that get a bias, their future keys [R, L], sink positions)`` of batch row ``b``."""
+        if b not in self._layouts:
+            vis, real = self.is_visual[b], self.real_key[b]
+            positions = torch.arange(vis.shape[0], device=vis.device)
+            later = positions[None, :] > positions[:, None]
+            future_of = later & RELAXATIONS[self.mode](vis[:, None], vis[None, :]) & real[None, :]
+            rows = (vis & future_of.any(-1)).nonzero().flatten()
+            self._layouts[b] = (rows, future_of[rows], real.nonzero().flatten()[: self.settings.prefix])
+        return self._layouts[b]
 
 
 def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -149,7 +163,8 @@ def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _prefix_sums(x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros_like(x[..., :1]), torch.cumsum(x, dim=-1)], dim=-1)
+    """``out[..., i] = sum(x[..., :i])`` (one longer than ``x``)."""
+    return torch.nn.functional.pad(torch.cumsum(x, dim=-1), (1, 0))
 
 
 def _range_pool(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pool: str) -> torch.Tensor:
@@ -219,28 +234,24 @@ def merge_visual_rows(
     """
     batch, heads, length, dim = query.shape
     groups = heads // key.shape[1]
-    relax = RELAXATIONS[context.mode]
     positions = torch.arange(length, device=query.device)
     compute = torch.promote_types(query.dtype, torch.float32)  # fp32 scores for bf16/fp16 models
     for b in range(batch):
-        vis, real = context.is_visual[b], context.real_key[b]
-        sinks = real.nonzero().flatten()[: context.settings.prefix]
-        future_of = (positions[None, :] > positions[:, None]) & relax(vis[:, None], vis[None, :]) & real[None, :]
-        rows = (vis & future_of.any(-1)).nonzero().flatten()
+        rows, future_of, sinks = context.layout(b)
         if rows.numel() == 0:
             continue
+        real = context.real_key[b]
         k_b = key[b].repeat_interleave(groups, dim=0).to(compute)
         v_b = value[b].repeat_interleave(groups, dim=0).to(compute)
         chunk = max(1, context.max_chunk_elements // (heads * length))
         for start in range(0, rows.numel(), chunk):
             r = rows[start : start + chunk]
-            scores = torch.matmul(query[b][:, r].to(compute), k_b.transpose(-1, -2)) * scaling  # [H, R, L]
-            bias, active = future_bias(scores, future_of[r], context.settings)
-            logits = scores.clone()
-            for t in range(min(context.settings.prefix, sinks.numel())):
-                logits[:, :, int(sinks[t])] += torch.where(active[:, t], bias[:, :, t], 0.0)
-            allowed = (positions[None, :] <= r[:, None]) & real[None, :]
-            weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+            scores = torch.matmul(query[b][:, r].to(compute), k_b.transpose(-1, -2)).mul_(scaling)  # [H, R, L]
+            bias, active = future_bias(scores, future_of[start : start + chunk], context.settings)
+            for t in range(sinks.numel()):  # the scores become the biased logits, in place
+                scores[:, :, int(sinks[t])] += torch.where(active[:, t], bias[:, :, t], 0.0)
+            blocked = (positions[None, :] > r[:, None]) | ~real[None, :]
+            weights = torch.softmax(scores.masked_fill_(blocked, float("-inf")), dim=-1)
             output[b, r] = torch.matmul(weights, v_b).transpose(0, 1).to(output.dtype)
     return output
 
@@ -250,19 +261,21 @@ def merge_visual_rows(
 MERGE_BACKEND_PREFIX = "futuremask_merge_"
 
 
-def _base_attention(module: torch.nn.Module, base: str):
-    import sys
-
+@functools.cache
+def _base_attention(module_type: type, base: str):
+    """The function ``base`` names for this attention class (eager is defined per model file)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     if base == "eager":
-        return sys.modules[type(module).__module__].eager_attention_forward
+        return sys.modules[module_type.__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS[base]
 
 
 def _merge_attention(base: str):
     def attention(module, query, key, value, attention_mask, *args, futuremask_merge=None, **kwargs):
-        output, weights = _base_attention(module, base)(module, query, key, value, attention_mask, *args, **kwargs)
+        output, weights = _base_attention(type(module), base)(
+            module, query, key, value, attention_mask, *args, **kwargs
+        )
         if futuremask_merge is not None:
             scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
             merge_visual_rows(output, query, key, value, futuremask_merge, scaling)

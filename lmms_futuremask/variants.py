@@ -16,10 +16,15 @@ PAPER_VARIANTS = (
 )
 
 
-def variant_model_args(variant: str) -> str:
-    """``"future_v2v+merge"`` -> ``"mode=future_v2v,merge=kernel"``; unknown names raise naming the valid form."""
+def parse_variant(variant: str) -> tuple[str, str]:
+    """``"future_v2v+merge"`` -> ``("future_v2v", "kernel")``; unknown names raise naming the valid form."""
     mode, plus, suffix = variant.partition("+")
     if plus and suffix != "merge":
         raise ValueError(f"unknown variant {variant!r}; use MODE or MODE+merge, e.g. future_v2v+merge")
-    check_mode(mode)
-    return f"mode={mode},merge=kernel" if plus else f"mode={mode}"
+    return check_mode(mode), "kernel" if plus else "none"
+
+
+def variant_model_args(variant: str) -> str:
+    """The lmms-eval model_args fragment of a variant: ``"mode=future_v2v,merge=kernel"``."""
+    mode, merge = parse_variant(variant)
+    return f"mode={mode}" if merge == "none" else f"mode={mode},merge={merge}"
