@@ -149,9 +149,13 @@ class VLMRunner:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return dict(inputs)
 
-    def estimated_length(self, sample: Sample) -> int:
-        """Prompt length in text tokens, for grouping similar lengths into a batch (images are fixed-cost)."""
-        return len(self.tokenizer.encode(sample.context, add_special_tokens=False))
+    @property
+    def tokens_per_image(self) -> int:
+        return int(getattr(self.model.config, "image_seq_length", None) or 576)
+
+    def estimated_length(self, text: str, n_images: int) -> int:
+        """Prompt tokens (text plus visual tokens), for grouping similar lengths into a batch."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) + n_images * self.tokens_per_image
 
     # -- generation ----------------------------------------------------------------------------------------------
 

@@ -107,7 +107,7 @@ class LlavaFutureMask(lmms):
         image_mean = getattr(self.runner.processor.image_processor, "image_mean", None)
         self.milebench = ProtocolSettings(
             max_context_len=int(milebench_context_len),
-            tokens_per_image=int(milebench_image_tokens or getattr(self.model.config, "image_seq_length", 576)),
+            tokens_per_image=int(milebench_image_tokens or self.runner.tokens_per_image),
             pad_fill=tuple(int(x * 255) for x in image_mean) if milebench_pad_square and image_mean else None,
         )
         if self._rank == 0:
@@ -159,26 +159,41 @@ class LlavaFutureMask(lmms):
             until=tuple(until),
         )
 
+    def _length(self, request: Instance) -> int:
+        """Estimated prompt tokens (text + visual) for length-aware batching, without opening any image."""
+        return self.runner.estimated_length(request.args[0], request.args[0].count("<image>"))
+
+    def _batches(self, indices: list[int], requests: list[Instance]):
+        """Longest first, ``batch_size`` at a time: similar lengths share a batch, so padding stays low."""
+        ordered = sorted(indices, key=lambda i: -self._length(requests[i]))
+        for start in range(0, len(ordered), self.batch_size):
+            yield ordered[start : start + self.batch_size]
+
+    def _load(self, request: Instance, index: int, failed: dict[int, BaseException]) -> Sample | None:
+        """The sample of a request, its images opened now (one batch at a time); a failure is that sample's."""
+        context, _, doc_to_visual, doc_id, task, split = request.args
+        try:
+            return self._sample(context, doc_to_visual, doc_id, task, split)
+        except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
+            failed[index] = error
+            return None
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
-        samples: dict[int, Sample] = {}
-        for index, (context, _gen, doc_to_visual, doc_id, task, split) in enumerate(r.args for r in requests):
-            try:
-                samples[index] = self._sample(context, doc_to_visual, doc_id, task, split)
-            except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
-                answers[index] = self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
-
-        # Batches share generation settings and have similar prompt lengths (little padding).
-        groups: dict[str, list[int]] = {}
-        for index in samples:
-            groups.setdefault(repr(sorted(requests[index].args[1].items())), []).append(index)
-        pbar = tqdm(total=len(samples), disable=self._rank != 0, desc="llava_futuremask generate")
+        groups: dict[str, list[int]] = {}  # batches share their generation settings
+        for index, request in enumerate(requests):
+            groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
+        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="llava_futuremask generate")
         for indices in groups.values():
             settings = self._settings(requests[indices[0]].args[1])
-            indices.sort(key=lambda i: -self.runner.estimated_length(samples[i]))
-            for start in range(0, len(indices), self.batch_size):
-                batch = indices[start : start + self.batch_size]
-                for index, text in zip(batch, self.runner.generate([samples[i] for i in batch], settings)):
+            for batch in self._batches(indices, requests):
+                failed: dict[int, BaseException] = {}
+                loaded = {i: self._load(requests[i], i, failed) for i in batch}
+                for index, error in failed.items():
+                    context, _, _, doc_id, task, _ = requests[index].args
+                    answers[index] = self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
+                ready = [i for i in batch if loaded[i] is not None]
+                for index, text in zip(ready, self.runner.generate([loaded[i] for i in ready], settings)):
                     answers[index] = text
                     self.cache_hook.add_partial("generate_until", requests[index].args[:2], text)
                 pbar.update(len(batch))
@@ -188,20 +203,26 @@ class LlavaFutureMask(lmms):
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        pending: list[tuple[int, Sample, str]] = []
-        for index, (context, target, doc_to_visual, doc_id, task, split) in enumerate(r.args for r in requests):
-            try:
-                continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
-                pending.append((index, self._sample(context, doc_to_visual, doc_id, task, split), continuation))
-            except Exception as error:  # noqa: BLE001
+        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="llava_futuremask loglikelihood")
+        for batch in self._batches(list(range(len(requests))), requests):
+            failed: dict[int, BaseException] = {}
+            ready: list[tuple[int, Sample, str]] = []
+            for index in batch:
+                sample = self._load(requests[index], index, failed)
+                if sample is None:
+                    continue
+                _, target, _, doc_id, task, split = requests[index].args
+                try:
+                    doc = self.task_dict[task][split][doc_id]
+                    ready.append((index, sample, target if isinstance(target, str) else target(doc)))
+                except Exception as error:  # noqa: BLE001
+                    failed[index] = error
+            for index, error in failed.items():
+                context, _, _, doc_id, task, _ = requests[index].args
                 self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
                 results[index] = (float("-inf"), False)
-        pending.sort(key=lambda item: -self.runner.estimated_length(item[1]))
-        pbar = tqdm(total=len(pending), disable=self._rank != 0, desc="llava_futuremask loglikelihood")
-        for start in range(0, len(pending), self.batch_size):
-            batch = pending[start : start + self.batch_size]
-            scores = self.runner.loglikelihood([s for _, s, _ in batch], [c for _, _, c in batch])
-            for (index, _, _), score in zip(batch, scores):
+            scores = self.runner.loglikelihood([s for _, s, _ in ready], [c for _, _, c in ready]) if ready else []
+            for (index, _, _), score in zip(ready, scores):
                 results[index] = (score.logprob, score.is_greedy)
             pbar.update(len(batch))
         pbar.close()
