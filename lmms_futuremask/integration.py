@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import MODES, build_mask, check_mode
+from .masks import MODES, build_mask, check_mode, mask_function
 from .merge import MERGE_BACKEND_PREFIX, MergeContext, MergeSettings, merge_settings, register_merge_backend
 
-#: Attention backends that take our explicit 4D mask exactly.
-MASKED_BACKENDS = ("sdpa", "eager")
+#: Attention backends that take our explicit mask exactly (flex as a BlockMask built from the mask function).
+MASKED_BACKENDS = ("sdpa", "eager", "flex_attention")
 
 _STATE_ATTR = "_futuremask"
 
@@ -88,8 +88,18 @@ def render_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dt
         zero = torch.zeros((), dtype=dtype, device=allowed.device)
         blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
         return torch.where(allowed, zero, blocked)
-    check_backend(attn_implementation, "future")
-    raise AssertionError("unreachable")
+    raise ValueError(f"render_mask renders sdpa and eager masks, not {attn_implementation!r}")
+
+
+def prefill_mask(is_visual: torch.Tensor, mode: str, padding_mask: torch.Tensor | None, backend: str, dtype):
+    """The mode's prompt mask in the backend's own form: bool (sdpa), additive (eager) or a BlockMask (flex)."""
+    if backend == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        batch, length = is_visual.shape
+        fn = mask_function(mode, is_visual, padding_mask)
+        return create_block_mask(fn, batch, None, length, length, device=is_visual.device)
+    return render_mask(build_mask(is_visual, mode, padding_mask), backend, dtype)
 
 
 def find_decoder(model: nn.Module) -> nn.Module:
@@ -178,13 +188,12 @@ def enable(
             raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
         backend = attn_implementation_of(module)
         check_backend(backend, state.mode)
-        if state.merge is None:
-            allowed = build_mask(is_visual, state.mode, padding_mask)
-        else:  # visual rows stay causal; the merge backend adds their pooled future to the prefix logits
-            allowed = build_mask(is_visual, "original", padding_mask)
+        mask_mode = state.mode
+        if state.merge is not None:  # visual rows stay causal; the merge backend adds their pooled future
+            mask_mode = "original"
             real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
             kwargs["futuremask_merge"] = MergeContext(is_visual, real_key, state.mode, state.merge)
-        kwargs["attention_mask"] = render_mask(allowed, backend, embeds.dtype)
+        kwargs["attention_mask"] = prefill_mask(is_visual, mask_mode, padding_mask, backend, embeds.dtype)
         return args, kwargs
 
     state.handles = [

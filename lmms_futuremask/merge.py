@@ -150,6 +150,13 @@ class MergeContext:
             self._layouts[b] = (rows, future_of[rows], real.nonzero().flatten()[: self.settings.prefix])
         return self._layouts[b]
 
+    def mean_weights(self, b: int, start: int, future: torch.Tensor, dtype: torch.dtype):
+        """:func:`mean_pool_weights` of one row chunk, computed at the first layer and reused by the others."""
+        if (b, start) not in self._layouts:
+            weights, active = mean_pool_weights(future, self.settings)
+            self._layouts[(b, start)] = (weights.to(dtype), active)
+        return self._layouts[(b, start)]
+
 
 def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
     """``out[..., u] = max(x[..., u : u + k])`` for every start ``u`` with a full window (sparse-table doubling)."""
@@ -162,18 +169,8 @@ def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.maximum(level[..., : level.shape[-1] - (k - span)], level[..., k - span :])
 
 
-def _prefix_sums(x: torch.Tensor) -> torch.Tensor:
-    """``out[..., i] = sum(x[..., :i])`` (one longer than ``x``)."""
-    return torch.nn.functional.pad(torch.cumsum(x, dim=-1), (1, 0))
-
-
-def _range_pool(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pool: str) -> torch.Tensor:
-    """Pool ``values [H, R, L]`` over ``[lo, hi)`` per row and bin (``lo``/``hi``: ``[R, p]``) -> ``[H, R, p]``."""
-    heads = values.shape[0]
-    if pool == "mean":
-        sums = _prefix_sums(values)
-        total = sums.gather(-1, hi.expand(heads, -1, -1)) - sums.gather(-1, lo.expand(heads, -1, -1))
-        return total / (hi - lo).clamp(min=1)
+def _range_max(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Max of ``values [H, R, L]`` over ``[lo, hi)`` per row and bin (``lo``/``hi``: ``[R, p]``) -> ``[H, R, p]``."""
     positions = torch.arange(values.shape[-1], device=values.device)
     pooled = [
         torch.where((positions >= lo[:, t, None]) & (positions < hi[:, t, None]), values, float("-inf")).amax(-1)
@@ -182,10 +179,10 @@ def _range_pool(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pool: 
     return torch.stack(pooled, dim=-1)
 
 
-def future_bias(
+def max_pool_bias(
     scores: torch.Tensor, future: torch.Tensor, settings: MergeSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-3 for a chunk of rows. ``scores [H, R, L]`` (fp32), ``future [R, L]`` bool.
+    """Steps 1-3 with max pooling for a chunk of rows. ``scores [H, R, L]``, ``future [R, L]`` bool.
 
     Returns ``C [H, R, p]`` and ``active [R, p]`` (bin ``t`` exists for the row).
     """
@@ -193,31 +190,55 @@ def future_bias(
     k, p = settings.kernel, settings.prefix
     n = future.sum(-1)  # [R]
     order = torch.argsort((~future).to(torch.int8), dim=-1, stable=True)  # future keys first, in key order
-    compact = scores.gather(-1, order.expand(heads, -1, -1))
     valid = torch.arange(length, device=scores.device) < n[:, None]  # [R, L]
-    half = k // 2
-    t = torch.arange(length, device=scores.device)
-    if settings.pool == "mean":
-        sums = _prefix_sums(torch.where(valid, compact, 0.0))
-        lo = (t - half).clamp(min=0).expand(rows, -1)
-        hi = torch.minimum(n[:, None], t - half + k)
-        hi = torch.maximum(hi, lo + 1)  # rows past n are invalid anyway; keep the division finite
-        smooth = (sums.gather(-1, hi.expand(heads, -1, -1)) - sums.gather(-1, lo.expand(heads, -1, -1))) / (hi - lo)
-    else:
-        padded = torch.nn.functional.pad(
-            torch.where(valid, compact, float("-inf")), (half, k - 1 - half), value=float("-inf")
-        )
-        smooth = _sliding_max(padded, k)
-    smooth = torch.where(valid, smooth, 0.0 if settings.pool == "mean" else float("-inf"))
+    compact = torch.where(valid, scores.gather(-1, order.expand(heads, -1, -1)), float("-inf"))
+    padded = torch.nn.functional.pad(compact, (k // 2, k - 1 - k // 2), value=float("-inf"))
+    smooth = torch.where(valid, _sliding_max(padded, k), float("-inf"))
 
-    bins = torch.minimum(n, torch.full_like(n, p)).clamp(min=1)  # [R]
+    bins = torch.minimum(n, torch.full_like(n, p))  # [R]
     slot = torch.arange(p, device=scores.device)
-    lo = (slot[None, :] * n[:, None]) // bins[:, None]  # [R, p]
-    hi = ((slot[None, :] + 1) * n[:, None]) // bins[:, None]
-    active = (slot[None, :] < torch.minimum(n, torch.full_like(n, p))[:, None]) & (n[:, None] > 0)
-    hi = torch.where(active, hi, lo + 1)
-    bias = _range_pool(smooth, lo, hi, settings.pool)
-    return torch.where(active, bias, 0.0), active
+    active = slot[None, :] < bins[:, None]
+    lo = (slot[None, :] * n[:, None]) // bins.clamp(min=1)[:, None]  # [R, p]
+    hi = torch.where(active, ((slot[None, :] + 1) * n[:, None]) // bins.clamp(min=1)[:, None], lo + 1)
+    return torch.where(active, _range_max(smooth, lo, hi), 0.0), active
+
+
+def mean_pool_weights(future: torch.Tensor, settings: MergeSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 for mean pooling as fixed key weights: ``C[h, r, t] = sum_j W[r, t, j] * B[h, r, j]``.
+
+    Smoothing and binning by means are linear, and their weights depend only on the layout, not on the scores: they
+    are computed once per prompt and turn the per-layer bias into one contraction. ``future [R, L]`` bool; returns
+    ``W [R, p, L]`` and ``active [R, p]``.
+    """
+    rows, length = future.shape
+    k, p = settings.kernel, settings.prefix
+    device = future.device
+    n = future.sum(-1)  # [R]
+    bins = torch.minimum(n, torch.full_like(n, p))
+    active = torch.arange(p, device=device)[None, :] < bins[:, None]  # [R, p]
+    s = torch.arange(length, device=device)[None, :].expand(rows, -1)  # compact output index
+    inside = s < n[:, None]
+    lo = (s - k // 2).clamp(min=0)
+    hi = torch.minimum(n[:, None], s - k // 2 + k)
+    width = (hi - lo).clamp(min=1)
+    # The bin of output s: the number of bin starts floor(t * n / b) <= s, for t = 1..b-1.
+    safe_bins = bins.clamp(min=1)[:, None]
+    slot = torch.zeros_like(s)
+    for t in range(1, p):
+        slot += ((t < bins[:, None]) & ((t * n[:, None]) // safe_bins <= s)).long()
+    bin_lo = (slot * n[:, None]) // safe_bins
+    bin_hi = ((slot + 1) * n[:, None]) // safe_bins
+    share = torch.where(inside, 1.0 / (width * (bin_hi - bin_lo).clamp(min=1)), 0.0).to(torch.float64)
+    # Each output s adds `share` to compact keys [lo, hi) of its bin: a difference array, then a running sum.
+    diff = torch.zeros(rows, p, length + 1, dtype=torch.float64, device=device)
+    diff.view(rows, -1).scatter_add_(1, slot * (length + 1) + lo, share)
+    diff.view(rows, -1).scatter_add_(1, slot * (length + 1) + hi, -share)
+    compact = torch.cumsum(diff, dim=-1)[..., :length]  # [R, p, L], weights by compact rank
+    order = torch.argsort((~future).to(torch.int8), dim=-1, stable=True)  # compact rank -> key position
+    ranks_valid = torch.arange(length, device=device)[None, :] < n[:, None]
+    weights = torch.zeros(rows, p, length, dtype=torch.float64, device=device)
+    weights.scatter_(2, order[:, None, :].expand(-1, p, -1), torch.where(ranks_valid[:, None, :], compact, 0.0))
+    return weights, active
 
 
 def merge_visual_rows(
@@ -247,12 +268,16 @@ def merge_visual_rows(
         for start in range(0, rows.numel(), chunk):
             r = rows[start : start + chunk]
             scores = torch.matmul(query[b][:, r].to(compute), k_b.transpose(-1, -2)).mul_(scaling)  # [H, R, L]
-            bias, active = future_bias(scores, future_of[start : start + chunk], context.settings)
+            if context.settings.pool == "mean":
+                weights, active = context.mean_weights(b, start, future_of[start : start + chunk], compute)
+                bias = torch.einsum("hrl,rtl->hrt", scores, weights)
+            else:
+                bias, active = max_pool_bias(scores, future_of[start : start + chunk], context.settings)
             for t in range(sinks.numel()):  # the scores become the biased logits, in place
                 scores[:, :, int(sinks[t])] += torch.where(active[:, t], bias[:, :, t], 0.0)
             blocked = (positions[None, :] > r[:, None]) | ~real[None, :]
-            weights = torch.softmax(scores.masked_fill_(blocked, float("-inf")), dim=-1)
-            output[b, r] = torch.matmul(weights, v_b).transpose(0, 1).to(output.dtype)
+            probs = torch.softmax(scores.masked_fill_(blocked, float("-inf")), dim=-1)
+            output[b, r] = torch.matmul(probs, v_b).transpose(0, 1).to(output.dtype)
     return output
 
 
