@@ -188,12 +188,13 @@ def enable(
             raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
         backend = attn_implementation_of(module)
         check_backend(backend, state.mode)
-        mask_mode = state.mode
-        if state.merge is not None:  # visual rows stay causal; the merge backend adds their pooled future
-            mask_mode = "original"
+        if state.merge is not None:
+            # Visual rows stay causal, so the stock causal mask (and sdpa's is_causal fast path) is kept; the merge
+            # backend adds their pooled future to the prefix logits.
             real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
             kwargs["futuremask_merge"] = MergeContext(is_visual, real_key, state.mode, state.merge)
-        kwargs["attention_mask"] = prefill_mask(is_visual, mask_mode, padding_mask, backend, embeds.dtype)
+        else:
+            kwargs["attention_mask"] = prefill_mask(is_visual, state.mode, padding_mask, backend, embeds.dtype)
         return args, kwargs
 
     state.handles = [
