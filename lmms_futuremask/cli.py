@@ -4,43 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from .evalrun import run_lmms_eval
 from .masks import MODES
 from .variants import PAPER_VARIANTS, variant_model_args
-
-
-def lmms_eval_command() -> list[str]:
-    """The real lmms-eval CLI of this environment (its console script, else ``python -m lmms_eval``)."""
-    script = Path(sys.executable).with_name("lmms-eval")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("lmms-eval")
-    return [found] if found else [sys.executable, "-m", "lmms_eval"]
-
-
-def find_results_file(output_path: str | Path) -> Path:
-    """The newest ``*_results.json`` lmms-eval wrote under ``output_path``."""
-    files = sorted(Path(output_path).rglob("*_results.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise FileNotFoundError(f"lmms-eval wrote no *_results.json under {output_path}")
-    return files[-1]
-
-
-def scores_of(results_file: str | Path) -> dict[str, dict[str, float]]:
-    """task -> metric -> value, from an lmms-eval results file (stderr entries left out)."""
-    results = json.loads(Path(results_file).read_text())["results"]
-    table: dict[str, dict[str, float]] = {}
-    for task, metrics in results.items():
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key:
-                table.setdefault(task, {})[key.split(",")[0]] = float(value)
-    return table
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -60,7 +30,8 @@ def cmd_sample_task(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: tiny checkpoint, synthetic data, real lmms-eval CLI, one run per mode."""
+    """The main job on the embedded default: tiny checkpoint, synthetic data, real lmms-eval CLI, one run per
+    variant, then the report (table, significance, pictures)."""
     from .milebench.fake import write_fake_milebench
     from .sample_task import GROUP_NAME, write_sample_task
     from .tiny import write_tiny_model
@@ -69,61 +40,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     variants = args.variants.split(",")
     variant_args = {v: variant_model_args(v) for v in variants}
     model_dir = write_tiny_model(out / "tiny-llava")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    extra = []
+    env, extra = {}, ["--batch_size", str(args.batch_size)]
     if GROUP_NAME in args.tasks:
-        extra = ["--include_path", str(write_sample_task(out / "tasks", n_docs=args.docs))]
+        extra += ["--include_path", str(write_sample_task(out / "tasks", n_docs=args.docs))]
     if "milebench" in args.tasks:
         env["MILEBENCH_DIR"] = str(write_fake_milebench(out / "MileBench", samples_per_task=args.docs))
-    rows = {}
     for variant in variants:
         output_path = out / "results" / variant
         shutil.rmtree(output_path, ignore_errors=True)
         model_args = f"pretrained={model_dir},{variant_args[variant]},device={args.device}"
         model_args += f",max_new_tokens={args.max_new_tokens}"
-        command = lmms_eval_command() + [
-            "--model", "llava_futuremask",
-            "--model_args", model_args,
-            "--tasks", args.tasks,
-            "--batch_size", str(args.batch_size),
-            "--output_path", str(output_path),
-            "--log_samples",
-        ] + extra  # fmt: skip
-        print(f"[demo] {variant}: {' '.join(command)}", flush=True)
-        log = out / f"lmms-eval-{variant}.log"
-        with open(log, "w") as handle:
-            done = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        print(f"[demo] {variant}: lmms-eval --model llava_futuremask --model_args {model_args}", flush=True)
         try:
-            rows[variant] = scores_of(find_results_file(output_path))
-        except FileNotFoundError:
-            print(log.read_text()[-4000:], file=sys.stderr)
-            print(f"[demo] lmms-eval failed for {variant} (exit {done.returncode}; log: {log})", file=sys.stderr)
-            return done.returncode or 1
-    print(format_table(rows))
+            run_lmms_eval(model_args, args.tasks, output_path, out / f"lmms-eval-{variant}.log", extra, env)
+        except RuntimeError as error:
+            print(f"[demo] {variant}: {error}", file=sys.stderr)
+            return 1
+    print(write_report([out / "results" / v for v in variants], out / "report"))
     print("Scores of a tiny random model on synthetic data: the pipeline is real, the numbers mean nothing.")
     return 0
 
 
-def _headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The metrics worth a table column: per-level splits and bookkeeping left out."""
-    skip = re.compile(r"_(few|medium|many)$|^failed_samples$|^samples$")
-    kept = {k: v for k, v in metrics.items() if not skip.search(k)}
-    if "score" in kept and len(kept) > 1:
-        kept.pop("score")
-    return kept
+def write_report(folders: list[Path], out_dir: Path) -> str:
+    """Table (markdown + CSV), delta heatmap and mask-pattern figure for some lmms-eval output folders."""
+    from .plots import delta_heatmap, mask_patterns
+    from .report import build_report, format_markdown, load_run, write_csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report([load_run(folder) for folder in folders])
+    markdown = format_markdown(report)
+    (out_dir / "report.md").write_text(markdown + "\n")
+    write_csv(report, out_dir / "report.csv")
+    pictures = [mask_patterns(out_dir / "mask_patterns.png")]
+    if "original" in report.variants and len(report.variants) > 1:
+        pictures.append(delta_heatmap(report, out_dir / "deltas.png"))
+    files = ", ".join(str(p) for p in [out_dir / "report.md", out_dir / "report.csv", *pictures])
+    return f"{markdown}\n\nwritten: {files}"
 
 
-def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Tasks (and groups) down, variants across."""
-    modes = list(rows)
-    keys = sorted(
-        {(task, metric) for table in rows.values() for task, ms in table.items() for metric in _headline_metrics(ms)}
-    )
-    lines = ["| task | metric | " + " | ".join(modes) + " |", "|---|---|" + "---|" * len(modes)]
-    for task, metric in keys:
-        cells = [f"{rows[m].get(task, {}).get(metric, float('nan')):.3f}" for m in modes]
-        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _expand_run_folders(paths: list[str]) -> list[Path]:
+    """Sweep roots expand to their variant folders; anything else is taken as one lmms-eval output folder."""
+    folders = []
+    for path in map(Path, paths):
+        variants = sorted(p.parent for p in path.glob("*/COMPLETE"))
+        folders += variants or [path]
+    return folders
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, args.lmms_eval_args)
+    print(f"[sweep] {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(write_report(_expand_run_folders(args.folders), Path(args.out)))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .plots import attention_maps
+
+    processor = AutoProcessor.from_pretrained(args.pretrained)
+    model = AutoModelForImageTextToText.from_pretrained(args.pretrained, attn_implementation="eager").eval()
+    images = [Image.open(p).convert("RGB") for p in args.image]
+    inputs = processor(text=[args.prompt], images=images or None, return_tensors="pt")
+    for path in attention_maps(model, dict(inputs), args.modes.split(","), args.out, layer=args.layer):
+        print(f"written: {path}")
+    return 0
 
 
 def cmd_fake_milebench(args: argparse.Namespace) -> int:
@@ -225,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--force", action="store_true", help="re-extract parts already done")
     download.add_argument("--keep", action="store_true", help="keep downloaded archives after extraction")
     download.set_defaults(func=cmd_download_milebench)
+
+    sweep = sub.add_parser("sweep", help="run variants through lmms-eval one after another, resumably")
+    sweep.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated MODE or MODE+merge")
+    sweep.add_argument("--tasks", default="milebench_paper")
+    sweep.add_argument("--model-args", required=True, help="lmms-eval model_args without mode/merge")
+    sweep.add_argument("--out", default="runs/sweep")
+    sweep.add_argument("lmms_eval_args", nargs=argparse.REMAINDER, help="after --: passed on to lmms-eval")
+    sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser("report", help="Table-4-style comparison with significance, heatmap and mask figure")
+    report.add_argument("folders", nargs="+", help="lmms-eval output folders, one per variant, or a sweep folder")
+    report.add_argument("--out", default="runs/report")
+    report.set_defaults(func=cmd_report)
+
+    inspect = sub.add_parser("inspect", help="save head-averaged attention maps of one prompt under several modes")
+    inspect.add_argument("--pretrained", required=True)
+    inspect.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    inspect.add_argument("--prompt", required=True, help="the full prompt with one <image> per image")
+    inspect.add_argument("--modes", default="original,future")
+    inspect.add_argument("--layer", type=int, default=-1)
+    inspect.add_argument("--out", default="runs/inspect")
+    inspect.set_defaults(func=cmd_inspect)
 
     from .bench import ARCHS, BENCH_VARIANTS
 

@@ -15,10 +15,11 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
+from lmms_futuremask.answer_cache import AnswerCache, request_key
 from lmms_futuremask.milebench.prompt import DEFAULT_CONTEXT_LEN, ProtocolSettings, is_milebench_doc, protocol_inputs
 from lmms_futuremask.milebench.prompt import DEFAULT_TEMPLATE as MILEBENCH_TEMPLATE
 from lmms_futuremask.prompting import DEFAULT_CONV_TEMPLATE
-from lmms_futuremask.runner import GenerationSettings, Sample, VLMRunner
+from lmms_futuremask.runner import ERROR_MARKER, GenerationSettings, Sample, VLMRunner
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
 
@@ -73,6 +74,7 @@ class LlavaFutureMask(lmms):
         milebench_image_tokens: int | None = None,
         milebench_pad_square: bool = True,
         on_error: str = "record",
+        answer_cache: str | None = None,
         revision: str = "main",
         trust_remote_code: bool = False,
         max_batch_size: int | None = None,
@@ -110,6 +112,14 @@ class LlavaFutureMask(lmms):
             tokens_per_image=int(milebench_image_tokens or self.runner.tokens_per_image),
             pad_fill=tuple(int(x * 255) for x in image_mean) if milebench_pad_square and image_mean else None,
         )
+        self.answer_cache = None
+        if answer_cache:
+            settings = dict(
+                pretrained=str(pretrained), revision=revision, mode=mode, merge=merge, dtype=dtype,
+                attn_implementation=attn_implementation, conv_template=conv_template, max_new_tokens=max_new_tokens,
+                milebench=self.milebench, milebench_template=self.milebench_template, **merge_options,
+            )  # fmt: skip
+            self.answer_cache = AnswerCache(answer_cache, settings, rank=self._rank)
         if self._rank == 0:
             logger.info(f"llava_futuremask: {pretrained} mode={mode} merge={merge} batch_size={batch_size}")
 
@@ -178,11 +188,27 @@ class LlavaFutureMask(lmms):
             failed[index] = error
             return None
 
+    def _cache_key(self, kind: str, request: Instance, extra: Any) -> str | None:
+        if self.answer_cache is None:
+            return None
+        context, _, _, doc_id, task, _ = request.args
+        return request_key(kind, task, doc_id, context, extra)
+
+    def _cached(self, key: str | None) -> Any | None:
+        return None if key is None else self.answer_cache.get(key)
+
+    def _remember(self, key: str | None, answer: Any) -> None:
+        if key is not None:
+            self.answer_cache.put(key, answer)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
+        keys = [self._cache_key("generate_until", r, sorted(r.args[1].items())) for r in requests]
         groups: dict[str, list[int]] = {}  # batches share their generation settings
         for index, request in enumerate(requests):
-            groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
+            answers[index] = self._cached(keys[index])
+            if answers[index] is None:
+                groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="llava_futuremask generate")
         for indices in groups.values():
             settings = self._settings(requests[indices[0]].args[1])
@@ -195,6 +221,8 @@ class LlavaFutureMask(lmms):
                 ready = [i for i in batch if loaded[i] is not None]
                 for index, text in zip(ready, self.runner.generate([loaded[i] for i in ready], settings)):
                     answers[index] = text
+                    if not text.startswith(ERROR_MARKER):
+                        self._remember(keys[index], text)
                     self.cache_hook.add_partial("generate_until", requests[index].args[:2], text)
                 pbar.update(len(batch))
         pbar.close()
@@ -203,8 +231,15 @@ class LlavaFutureMask(lmms):
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="llava_futuremask loglikelihood")
-        for batch in self._batches(list(range(len(requests))), requests):
+        keys = [
+            self._cache_key("loglikelihood", r, r.args[1] if isinstance(r.args[1], str) else None) for r in requests
+        ]
+        for index, key in enumerate(keys):
+            cached = self._cached(key) if isinstance(requests[index].args[1], str) else None
+            results[index] = None if cached is None else tuple(cached)
+        todo = [i for i, result in enumerate(results) if result is None]
+        pbar = tqdm(total=len(todo), disable=self._rank != 0, desc="llava_futuremask loglikelihood")
+        for batch in self._batches(todo, requests):
             failed: dict[int, BaseException] = {}
             ready: list[tuple[int, Sample, str]] = []
             for index in batch:
@@ -224,6 +259,8 @@ class LlavaFutureMask(lmms):
             scores = self.runner.loglikelihood([s for _, s, _ in ready], [c for _, _, c in ready]) if ready else []
             for (index, _, _), score in zip(ready, scores):
                 results[index] = (score.logprob, score.is_greedy)
+                if isinstance(requests[index].args[1], str):
+                    self._remember(keys[index], results[index])
             pbar.update(len(batch))
         pbar.close()
         self._report_failures()
@@ -233,6 +270,8 @@ class LlavaFutureMask(lmms):
         raise NotImplementedError("llava_futuremask does not run multi-round tasks; use single-round generate tasks")
 
     def _report_failures(self) -> None:
+        if self.answer_cache is not None and self._rank == 0:
+            logger.info(f"llava_futuremask: {self.answer_cache.summary()}")
         failures, self.runner.failures = self.runner.failures, []
         if failures:
             logger.error(

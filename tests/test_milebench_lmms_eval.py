@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lmms_futuremask.cli import find_results_file, lmms_eval_command, main
+from lmms_futuremask.cli import main
+from lmms_futuremask.evalrun import find_results_file, lmms_eval_command
 from lmms_futuremask.milebench import GROUPS, TASKS
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
