@@ -90,7 +90,8 @@ def _expand_run_folders(paths: list[str]) -> list[Path]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, args.lmms_eval_args)
+    passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
+    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough)
     print(f"[sweep] {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
     return 0
 
