@@ -22,9 +22,11 @@ from torch import nn
 
 from .masks import MODES, build_mask, check_mode, mask_function
 from .merge import MERGE_BACKEND_PREFIX, MergeContext, MergeSettings, merge_settings, register_merge_backend
+from .segments import FLASH_BACKENDS, SEGMENTS_BACKEND_PREFIX, SegmentContext, register_segments_backend
 
-#: Attention backends that take our explicit mask exactly (flex as a BlockMask built from the mask function).
-MASKED_BACKENDS = ("sdpa", "eager", "flex_attention")
+#: Attention backends that run every mode exactly: explicit masks (sdpa, eager), a BlockMask built from the mask
+#: function (flex), or segments merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.segments`).
+MASKED_BACKENDS = ("sdpa", "eager", "flex_attention", *FLASH_BACKENDS)
 
 _STATE_ATTR = "_futuremask"
 
@@ -37,6 +39,7 @@ class FutureMaskState:
     merge: MergeSettings | None
     visual_token_ids: tuple[int, ...]
     base_backend: str = "sdpa"
+    installed_backend: str = "sdpa"  # the decoder's attn_implementation as enable() left it
     handles: list[Any] = field(default_factory=list)
     pending: PromptLayout | None = None
 
@@ -61,9 +64,10 @@ def visual_token_ids_of(config: Any) -> tuple[int, ...]:
 
 
 def attn_implementation_of(module: nn.Module) -> str:
-    """The module's attention backend, seen through our merge wrapper (``futuremask_merge_sdpa`` is ``sdpa``)."""
+    """The module's attention backend, seen through our wrappers (``futuremask_merge_sdpa`` is ``sdpa``)."""
     config = getattr(module, "config", None)
-    return str(getattr(config, "_attn_implementation", None) or "eager").removeprefix(MERGE_BACKEND_PREFIX)
+    name = str(getattr(config, "_attn_implementation", None) or "eager")
+    return name.removeprefix(MERGE_BACKEND_PREFIX).removeprefix(SEGMENTS_BACKEND_PREFIX)
 
 
 def check_backend(attn_implementation: str, mode: str) -> None:
@@ -153,6 +157,9 @@ def enable(
         return model
     if settings is not None:
         decoder.config._attn_implementation = register_merge_backend(base)
+    elif base in FLASH_BACKENDS:
+        decoder.config._attn_implementation = register_segments_backend(base)
+    state.installed_backend = decoder.config._attn_implementation
 
     def remember_visual_positions(module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -186,13 +193,19 @@ def enable(
             raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")
         if padding_mask is not None and padding_mask.dim() != 2:
             raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
+        if module.config._attn_implementation != state.installed_backend:
+            raise ValueError(
+                f"the attention backend changed after enable() ({state.installed_backend!r} -> "
+                f"{module.config._attn_implementation!r}); call enable() again so the mode follows it"
+            )
         backend = attn_implementation_of(module)
-        check_backend(backend, state.mode)
+        real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
         if state.merge is not None:
             # Visual rows stay causal, so the stock causal mask (and sdpa's is_causal fast path) is kept; the merge
             # backend adds their pooled future to the prefix logits.
-            real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
             kwargs["futuremask_merge"] = MergeContext(is_visual, real_key, state.mode, state.merge)
+        elif backend in FLASH_BACKENDS:  # flash takes no mask: the segments backend computes the prefill itself
+            kwargs["futuremask_segments"] = SegmentContext(is_visual, real_key, state.mode)
         else:
             kwargs["attention_mask"] = prefill_mask(is_visual, state.mode, padding_mask, backend, embeds.dtype)
         return args, kwargs
@@ -210,7 +223,7 @@ def disable(model: nn.Module) -> nn.Module:
     if state is not None:
         for handle in state.handles:
             handle.remove()
-        if state.merge is not None and state.mode != "original":
+        if state.mode != "original":
             find_decoder(model).config._attn_implementation = state.base_backend
         delattr(model, _STATE_ATTR)
     return model

@@ -53,3 +53,83 @@ def test_flex_attention_model_prefill_equals_sdpa(tiny_model_dir, mode):
             logits[backend] = fm.enable(model, mode)(**inputs).logits
     real = inputs["attention_mask"].bool()
     torch.testing.assert_close(logits["flex_attention"][real], logits["sdpa"][real], atol=5e-5, rtol=1e-4)
+
+
+# -- flash-attn by segments ------------------------------------------------------------------------------------
+
+from lmms_futuremask.segments import SegmentContext, reference_kernel, segment_attention  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_segments_equal_sdpa_with_the_bool_mask(mode):
+    """Causal / full calls merged by log-sum-exp reproduce every mode (flash-attn emulated by reference_kernel)."""
+    vis, real = layout()
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 4, 300, 16, generator=gen)
+    k, v = (torch.randn(2, 2, 300, 16, generator=gen) for _ in range(2))
+    got = segment_attention(q, k, v, SegmentContext(vis, real.bool(), mode), 0.25, kernel=reference_kernel)
+    allowed = build_mask(vis, mode, real)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=allowed, scale=0.25
+    ).transpose(1, 2)
+    rows = real.bool()
+    torch.testing.assert_close(got[rows], expected[rows], atol=1e-5, rtol=1e-5)
+
+
+def emulated_flash_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """What transformers' flash_attention_2 does, on the CPU: causal (bottom-right) plus a 2D padding mask."""
+    lq, lk = query.shape[2], key.shape[2]
+    allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+    allowed = allowed[None, None].expand(query.shape[0], 1, lq, lk)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, -lk:].bool()
+    groups = query.shape[1] // key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed, scale=scaling
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+@pytest.mark.parametrize("mode", ["future", "future_v2t", "mma"])
+def test_flash_attention_model_equals_sdpa(tiny_model_dir, monkeypatch, mode):
+    """A model on flash_attention_2 (emulated on the CPU): segments at prefill, stock flash at decode."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    import lmms_futuremask as fm
+
+    from .helpers import PROMPTS, processor_inputs
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", emulated_flash_attention)
+    inputs = processor_inputs(AutoProcessor.from_pretrained(tiny_model_dir), PROMPTS)
+    sdpa = fm.enable(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), mode)
+    flash = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    monkeypatch.setattr(flash.get_decoder().config, "_attn_implementation", "flash_attention_2")
+    fm.enable(flash, mode)
+    assert flash.get_decoder().config._attn_implementation == "futuremask_segments_flash_attention_2"
+    with torch.inference_mode():
+        real = inputs["attention_mask"].bool()
+        torch.testing.assert_close(flash(**inputs).logits[real], sdpa(**inputs).logits[real], atol=5e-5, rtol=1e-4)
+        new = {"do_sample": False, "max_new_tokens": 6, "min_new_tokens": 6}
+        assert torch.equal(flash.generate(**inputs, **new), sdpa.generate(**inputs, **new))
+    fm.disable(flash)
+    assert flash.get_decoder().config._attn_implementation == "flash_attention_2"
+
+
+def test_merge_on_flash_attention_equals_merge_on_sdpa(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    import lmms_futuremask as fm
+
+    from .helpers import PROMPTS, processor_inputs
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", emulated_flash_attention)
+    inputs = processor_inputs(AutoProcessor.from_pretrained(tiny_model_dir), PROMPTS)
+    sdpa = fm.enable(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), "future_v2v", merge="kernel")
+    flash = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    monkeypatch.setattr(flash.get_decoder().config, "_attn_implementation", "flash_attention_2")
+    fm.enable(flash, "future_v2v", merge="kernel")
+    with torch.inference_mode():
+        real = inputs["attention_mask"].bool()
+        torch.testing.assert_close(flash(**inputs).logits[real], sdpa(**inputs).logits[real], atol=5e-5, rtol=1e-4)

@@ -1,0 +1,157 @@
+"""Future masks on flash-attn, exactly, by splitting each prompt into segments and merging by log-sum-exp.
+
+flash-attn takes no arbitrary mask, only causal (bottom-right aligned) or full attention over a key range. Every mode
+still decomposes into such calls: a row's allowed keys are its causal past plus, for a relaxed row in a run of
+same-modality tokens ``[s, e]``, (a) the later keys of the run itself, when the mode lets the run see its own
+modality, and (b) the allowed keys after the run, which are the same for every row of the run. So, per prompt:
+
+* part A: causal attention over the whole (unpadded) prompt;
+* part B, per relaxed run: full attention over the allowed keys after it;
+* part C, per relaxed run: the run's strict future within itself, as a causal call on the reversed run
+  (queries ``e-1 .. s`` against keys ``e .. s+1``);
+
+and the parts are merged by their log-sum-exp. No call has an empty row. Without flash-attn installed (tests, CPUs),
+:func:`reference_kernel` computes the same thing in torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .masks import RELAXATIONS
+
+#: ``kernel(q [Lq, H, D], k [Lk, Hkv, D], v [Lk, Hkv, D], causal, scale) -> (out [Lq, H, D], lse [Lq, H])``
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool, float], tuple[torch.Tensor, torch.Tensor]]
+
+FLASH_BACKENDS = ("flash_attention_2", "flash_attention_3")
+SEGMENTS_BACKEND_PREFIX = "futuremask_segments_"
+
+
+def reference_kernel(q, k, v, causal: bool, scale: float):
+    """flash-attn's semantics in torch: causal masks aligned to the bottom right, fp32 softmax, returns the LSE."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale
+    if causal:
+        lq, lk = q.shape[0], k.shape[0]
+        allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+        scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)  # [H, Lq]
+    out = torch.einsum("hqk,khd->qhd", torch.exp(scores - lse[..., None]), v.float())
+    return out.to(q.dtype), lse.transpose(0, 1)
+
+
+@functools.cache
+def flash_kernel() -> Kernel:
+    """flash-attn's ``flash_attn_func`` when installed, else :func:`reference_kernel`."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return reference_kernel
+
+    def kernel(q, k, v, causal, scale):
+        out, lse, _ = flash_attn_func(
+            q[None], k[None], v[None], softmax_scale=scale, causal=causal, return_attn_probs=True
+        )
+        return out[0], lse[0].transpose(0, 1)
+
+    return kernel
+
+
+@dataclass
+class SegmentContext:
+    """The prompt's layout, passed down the decoder as a keyword argument at a prefill."""
+
+    is_visual: torch.Tensor  # [B, L] bool
+    real_key: torch.Tensor  # [B, L] bool
+    mode: str
+
+
+def _merge(out: torch.Tensor, lse: torch.Tensor, part_out: torch.Tensor, part_lse: torch.Tensor, rows: slice) -> None:
+    """Fold a part computed for ``rows`` into the running ``(out, lse)`` (fp32), in place."""
+    old_lse = lse[rows]
+    new_lse = torch.logaddexp(old_lse, part_lse)
+    out[rows] = (
+        out[rows] * torch.exp(old_lse - new_lse)[..., None]
+        + part_out.float() * torch.exp(part_lse - new_lse)[..., None]
+    )
+    lse[rows] = new_lse
+
+
+def _runs(vis: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """Maximal runs ``(start, end inclusive, is_visual)`` of same-modality positions."""
+    flags = vis.tolist()
+    runs, start = [], 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            runs.append((start, i - 1, flags[start]))
+            start = i
+    return runs
+
+
+def segment_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    context: SegmentContext,
+    scaling: float,
+    kernel: Kernel | None = None,
+) -> torch.Tensor:
+    """The mode's attention for a prompt from causal/full calls only. ``query [B, H, L, D]``, ``key/value
+    [B, Hkv, L, D]``; returns ``[B, L, H, D]`` (padding rows are zero)."""
+    kernel = kernel or flash_kernel()
+    relax = RELAXATIONS[context.mode]
+    batch, heads, length, dim = query.shape
+    output = torch.zeros(batch, length, heads, dim, dtype=query.dtype, device=query.device)
+    for b in range(batch):
+        idx = context.real_key[b].nonzero().flatten()
+        q, k, v = (t[b][:, idx].transpose(0, 1).contiguous() for t in (query, key, value))  # [n, heads, D]
+        vis = context.is_visual[b][idx]
+        part_out, part_lse = kernel(q, k, v, True, scaling)
+        out, lse = part_out.float(), part_lse.float()
+        for start, end, run_visual in _runs(vis):
+            query_flag = torch.tensor(run_visual, device=vis.device)
+            sees = {flag for flag in (True, False) if bool(relax(query_flag, torch.tensor(flag, device=vis.device)))}
+            if not sees:
+                continue
+            later = torch.arange(end + 1, len(idx), device=vis.device)
+            later_vis = vis[later]
+            later = later[(later_vis & (True in sees)) | (~later_vis & (False in sees))]
+            if later.numel():
+                o, s = kernel(q[start : end + 1], k[later], v[later], False, scaling)
+                _merge(out, lse, o, s, slice(start, end + 1))
+            if run_visual in sees and end > start:
+                o, s = kernel(
+                    q[start:end].flip(0), k[start + 1 : end + 1].flip(0), v[start + 1 : end + 1].flip(0), True, scaling
+                )
+                _merge(out, lse, o.flip(0), s.flip(0), slice(start, end))
+        output[b, idx] = out.to(query.dtype)
+    return output
+
+
+def _segments_attention(base: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def attention(module, query, key, value, attention_mask, *args, futuremask_segments=None, **kwargs):
+        if futuremask_segments is None:
+            return ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, *args, **kwargs)
+        scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+        return segment_attention(query, key, value, futuremask_segments, scaling), None
+
+    attention.__name__ = f"{SEGMENTS_BACKEND_PREFIX}{base}"
+    return attention
+
+
+def register_segments_backend(base: str) -> str:
+    """Register ``futuremask_segments_<flash backend>``: the base on every call but a future-mode prefill."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    name = f"{SEGMENTS_BACKEND_PREFIX}{base}"
+    AttentionInterface.register(name, _segments_attention(base))
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
