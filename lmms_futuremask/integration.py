@@ -106,6 +106,19 @@ def prefill_mask(is_visual: torch.Tensor, mode: str, padding_mask: torch.Tensor 
     return render_mask(build_mask(is_visual, mode, padding_mask), backend, dtype)
 
 
+def _extend_keys(mask, key_length: int):
+    """Pad a prompt mask ``[B, 1, L, L]`` with masked columns up to ``key_length`` (a static cache's length)."""
+    if not isinstance(mask, torch.Tensor):
+        if mask.shape[-1] != key_length:  # a flex BlockMask: built for the prompt's keys only
+            raise NotImplementedError("flex_attention with a static cache is not supported; use sdpa or eager")
+        return mask
+    extra = key_length - mask.shape[-1]
+    if extra <= 0:
+        return mask
+    fill = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
+    return torch.nn.functional.pad(mask, (0, extra), value=fill)
+
+
 def find_decoder(model: nn.Module) -> nn.Module:
     """The text decoder of a VLM: the module that turns embeddings into hidden states under a causal mask."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -191,8 +204,13 @@ def enable(
         embeds = kwargs.get("inputs_embeds")
         if embeds is None or embeds.shape[:2] != is_visual.shape:
             raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")
-        if padding_mask is not None and padding_mask.dim() != 2:
-            raise ValueError("enable() expects the usual [batch, length] attention_mask, not a custom 4D mask")
+        key_length = is_visual.shape[1]
+        if padding_mask is not None and padding_mask.dim() == 4:
+            # generate() with a static cache hands over a ready 4D mask over the whole cache: its last row holds the
+            # prompt's padding, and our mask must span the same key length (the empty cache slots stay masked).
+            key_length = padding_mask.shape[-1]
+            last_row = padding_mask[:, 0, -1, : is_visual.shape[1]]
+            padding_mask = last_row if last_row.dtype == torch.bool else last_row > torch.finfo(last_row.dtype).min / 2
         if module.config._attn_implementation != state.installed_backend:
             raise ValueError(
                 f"the attention backend changed after enable() ({state.installed_backend!r} -> "
@@ -207,7 +225,8 @@ def enable(
         elif backend in FLASH_BACKENDS:  # flash takes no mask: the segments backend computes the prefill itself
             kwargs["futuremask_segments"] = SegmentContext(is_visual, real_key, state.mode)
         else:
-            kwargs["attention_mask"] = prefill_mask(is_visual, state.mode, padding_mask, backend, embeds.dtype)
+            mask = prefill_mask(is_visual, state.mode, padding_mask, backend, embeds.dtype)
+            kwargs["attention_mask"] = _extend_keys(mask, key_length)
         return args, kwargs
 
     state.handles = [

@@ -254,6 +254,7 @@ def merge_visual_rows(
     ``query [B, H, L, D]``, ``key/value [B, Hkv, L, D]`` (grouped-query heads are repeated here).
     """
     batch, heads, length, dim = query.shape
+    key, value = key[:, :, :length], value[:, :, :length]  # a static cache hands over all its slots
     groups = heads // key.shape[1]
     positions = torch.arange(length, device=query.device)
     compute = torch.promote_types(query.dtype, torch.float32)  # fp32 scores for bf16/fp16 models

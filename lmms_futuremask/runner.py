@@ -51,10 +51,12 @@ class GenerationSettings:
     top_p: float | None = None
     num_beams: int = 1
     until: tuple[str, ...] = ()
+    cache_implementation: str | None = None  # e.g. "static": a fixed-shape cache (compiled decode on GPUs)
 
     def generate_kwargs(self) -> dict[str, Any]:
         sample = self.temperature > 0
-        return {
+        extra = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
+        return extra | {
             "do_sample": sample,
             "temperature": self.temperature if sample else None,
             "top_p": self.top_p if sample else None,

@@ -75,6 +75,7 @@ class LlavaFutureMask(lmms):
         milebench_pad_square: bool = True,
         on_error: str = "record",
         answer_cache: str | None = None,
+        cache_implementation: str | None = None,
         revision: str = "main",
         trust_remote_code: bool = False,
         max_batch_size: int | None = None,
@@ -103,6 +104,7 @@ class LlavaFutureMask(lmms):
         self._world_size = accelerator.num_processes
         self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
+        self.cache_implementation = cache_implementation
         self.mode, self.merge = mode, merge
         # MileBench docs get the official protocol; "auto" gives them its llava_llama_2 template.
         self.milebench_template = MILEBENCH_TEMPLATE if conv_template == "auto" else conv_template
@@ -167,6 +169,7 @@ class LlavaFutureMask(lmms):
             top_p=gen_kwargs.get("top_p"),
             num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
             until=tuple(until),
+            cache_implementation=self.cache_implementation,
         )
 
     def _length(self, request: Instance) -> int:

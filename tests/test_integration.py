@@ -177,3 +177,23 @@ def test_decode_step_that_emits_the_image_token_stays_causal(tiny_model_dir, pro
         fm.disable(model)
         stock = model(**step, past_key_values=cache_copy).logits
     assert torch.equal(patched, stock)
+
+
+@pytest.mark.parametrize(
+    "attn,mode,merge", [("sdpa", "future", "none"), ("eager", "future_v2t", "none"), ("sdpa", "future_v2v", "kernel")]
+)
+def test_static_cache_generate_equals_dynamic_cache(tiny_model_dir, processor, attn, mode, merge):
+    """generate(cache_implementation="static") hands over a 4D mask over the whole cache: same tokens."""
+    model = fm.enable(load(tiny_model_dir, attn), mode, merge=merge)
+    inputs = processor_inputs(processor, PROMPTS)
+    with torch.inference_mode():
+        dynamic = greedy(model, inputs)
+        out = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            cache_implementation="static",
+        )
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], dynamic)
+    assert not torch.equal(dynamic, greedy(load(tiny_model_dir, attn), inputs))  # the mode mattered

@@ -132,3 +132,9 @@ def test_loglikelihood_batched_equals_single_and_prefers_nothing_on_failure(tiny
     bad = request("loglikelihood", ("<image>", " x", doc_to_visual, 4, "toy", "test"))
     (failed,) = make_model(tiny_model_dir).loglikelihood([bad])
     assert failed.text[0] == float("-inf") and failed.text[1] is False
+
+
+def test_static_cache_model_arg_gives_the_same_answers(tiny_model_dir):
+    default = make_model(tiny_model_dir, mode="future", batch_size=2).generate_until(generate_requests())
+    static = make_model(tiny_model_dir, mode="future", batch_size=2, cache_implementation="static")
+    assert static.generate_until(generate_requests()) == default
