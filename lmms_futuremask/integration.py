@@ -106,6 +106,13 @@ def prefill_mask(is_visual: torch.Tensor, mode: str, padding_mask: torch.Tensor 
     return render_mask(build_mask(is_visual, mode, padding_mask), backend, dtype)
 
 
+def _mask_key_length(past_key_values: Any, query_length: int) -> int:
+    """How many keys the kernel sees at this call: the prompt, or every slot of a fixed-size cache."""
+    if past_key_values is not None and hasattr(past_key_values, "get_mask_sizes"):
+        return int(past_key_values.get_mask_sizes(query_length, 0)[0])
+    return query_length
+
+
 def _extend_keys(mask, key_length: int):
     """Pad a prompt mask ``[B, 1, L, L]`` with masked columns up to ``key_length`` (a static cache's length)."""
     if not isinstance(mask, torch.Tensor):
@@ -204,11 +211,10 @@ def enable(
         embeds = kwargs.get("inputs_embeds")
         if embeds is None or embeds.shape[:2] != is_visual.shape:
             raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")
-        key_length = is_visual.shape[1]
+        # A static cache hands the kernel keys for all its slots: the mask spans them (the empty ones stay masked).
+        key_length = _mask_key_length(kwargs.get("past_key_values"), is_visual.shape[1])
         if padding_mask is not None and padding_mask.dim() == 4:
-            # generate() with a static cache hands over a ready 4D mask over the whole cache: its last row holds the
-            # prompt's padding, and our mask must span the same key length (the empty cache slots stay masked).
-            key_length = padding_mask.shape[-1]
+            # generate() may hand over a ready 4D mask (static caches): its last row holds the prompt's padding.
             last_row = padding_mask[:, 0, -1, : is_visual.shape[1]]
             padding_mask = last_row if last_row.dtype == torch.bool else last_row > torch.finfo(last_row.dtype).min / 2
         if module.config._attn_implementation != state.installed_backend:
