@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="median over this many runs, after a warm-up")
     bench.add_argument("--device", default=None)
     bench.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
-    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
     bench.add_argument("--out-dir", default="runs/bench")
     bench.set_defaults(func=cmd_bench)
 
