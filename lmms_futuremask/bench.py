@@ -203,20 +203,22 @@ def run_bench(
     device: str | None = None,
     dtype: str = "auto",
     attn_implementation: str = "sdpa",
-) -> list[BenchRow]:
+) -> tuple[list[BenchRow], int]:
+    """Rows of every variant and shape, and the bytes of weights one decode step reads (decoder + LM head)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     torch_dtype = getattr(torch, dtype)
     model = build_model(arch, torch_dtype, device, attn_implementation)
-    rows = []
+    rows: list[BenchRow] = []
     for n_images in images:
         for batch in batches:
             inputs = make_inputs(batch, n_images, text_tokens, device, torch_dtype)
             for variant in variants:
                 rows.append(bench_one(model, variant, inputs, new_tokens, device, repeats))
                 print(format_rows(rows[-1:], header=len(rows) == 1), flush=True)
-    return rows
+    decoder_params = [*model.get_decoder().parameters(), *model.lm_head.parameters()]
+    return rows, sum(p.numel() * p.element_size() for p in decoder_params)
 
 
 def _ratio(row: BenchRow, rows: list[BenchRow], field: str) -> float:
@@ -253,11 +255,29 @@ def environment() -> str:
     return f"{device}; {torch.get_num_threads()} CPU threads; {versions}; {time.strftime('%Y-%m-%d')}"
 
 
-def write_outputs(rows: list[BenchRow], out_dir: str | Path, command: str) -> tuple[Path, Path]:
+#: HBM bandwidth in TB/s of the GPUs this project is measured on, for the batch-1 decode floor.
+HBM_TBPS = {"H100": 3.35, "H200": 4.8}
+
+
+def decode_floor(weight_bytes: int) -> str:
+    """Batch-1 decode reads every weight once per token: weight bytes / HBM bandwidth is its lower bound."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    tbps = next((v for k, v in HBM_TBPS.items() if k in name), None)
+    size = f"weights {weight_bytes / 2**30:.1f} GiB"
+    if tbps is None:
+        return size
+    return f"{size}; batch-1 decode floor at {tbps} TB/s: {weight_bytes / (tbps * 1e12) * 1e3:.2f} ms/token"
+
+
+def write_outputs(
+    rows: list[BenchRow], out_dir: str | Path, command: str, weight_bytes: int | None = None
+) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / "bench.md"
-    markdown.write_text(f"Machine: {environment()}\n\nCommand: `{command}`\n\n{format_rows(rows, all_rows=rows)}\n")
+    floor = f"\n\nModel: {decode_floor(weight_bytes)}" if weight_bytes else ""
+    header = f"Machine: {environment()}{floor}\n\nCommand: `{command}`"
+    markdown.write_text(f"{header}\n\n{format_rows(rows, all_rows=rows)}\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0])))
     writer.writeheader()

@@ -156,7 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_rows, run_bench, write_outputs
 
     ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
-    rows = run_bench(
+    rows, weight_bytes = run_bench(
         arch=args.arch,
         variants=tuple(args.variants.split(",")),
         images=ints(args.images),
@@ -169,7 +169,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         attn_implementation=args.attn,
     )
     print("\n" + format_rows(rows, all_rows=rows))
-    markdown, table = write_outputs(rows, args.out_dir, "lmms-futuremask " + " ".join(sys.argv[1:]))
+    markdown, table = write_outputs(rows, args.out_dir, "lmms-futuremask " + " ".join(sys.argv[1:]), weight_bytes)
     print(f"written: {markdown}, {table}")
     return 0
 
