@@ -82,7 +82,6 @@ def build_model(arch: str, dtype: torch.dtype, device: str, attn_implementation:
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
-    config._attn_implementation = attn_implementation
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -91,8 +90,8 @@ def build_model(arch: str, dtype: torch.dtype, device: str, attn_implementation:
             model = LlavaForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
-    model.config.text_config._attn_implementation = attn_implementation
-    model.config.vision_config._attn_implementation = attn_implementation
+    model.config.text_config._attn_implementation = attn_implementation  # the decoder is what the modes change
+    model.config.vision_config._attn_implementation = "sdpa"
     return model.eval()
 
 
