@@ -34,7 +34,8 @@ def delta_heatmap(report, path: str | Path) -> Path:
     ax.set_yticks(range(len(variants)), variants, fontsize=8)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6)
+            colour = "white" if abs(value) > 0.6 * limit else "black"
+            ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, label="difference from original")
     ax.set_title(f"{report.model}: score minus original")
     fig.tight_layout()

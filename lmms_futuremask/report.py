@@ -189,7 +189,7 @@ def build_report(runs: list[Run]) -> Report:
         present = [cells[(v, task)].value for v in variants if cells[(v, task)].value is not None]
         for variant in variants:
             cell = cells[(variant, task)]
-            cell.best = cell.value is not None and len(present) > 1 and cell.value == max(present)
+            cell.best = cell.value is not None and max(present) > min(present) and cell.value == max(present)
     published = paper_numbers()
     paper = {v: published[(models[0], v)] for v in variants if (models[0], v) in published}
     return Report(models[0], variants, columns, cells, paper)
