@@ -67,26 +67,27 @@ def stock_prefill(stock_eager_model, inputs, mode):
 
 
 @torch.inference_mode()
-def manual_greedy(stock_eager_model, inputs, mode, max_new_tokens, eos_token_id):
-    """Masked prefill, then plain causal decode steps through the cache, one token at a time (batch of one)."""
-    assert inputs["input_ids"].shape[0] == 1
-    out = stock_prefill(stock_eager_model, inputs, mode)
-    cache = out.past_key_values
-    mask = inputs["attention_mask"]
-    tokens = []
-    next_token = out.logits[:, -1].argmax(-1)
-    for _ in range(max_new_tokens):
-        tokens.append(int(next_token))
-        if int(next_token) == eos_token_id:
-            break
+def causal_decode(model, prefill, attention_mask, steps, eos_token_id=None):
+    """Plain causal greedy decode steps through a prefill's cache; returns the tokens ``[B, n]`` (n <= steps)."""
+    cache, mask = prefill.past_key_values, attention_mask
+    token = prefill.logits[:, -1].argmax(-1)
+    tokens = [token]
+    while len(tokens) < steps and not (eos_token_id is not None and bool((token == eos_token_id).all())):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = stock_eager_model(
-            input_ids=next_token[:, None],
+        step = model(
+            input_ids=token[:, None],
             attention_mask=mask,
             position_ids=position_ids_from(mask)[:, -1:],
             past_key_values=cache,
             use_cache=True,
         )
-        cache = out.past_key_values
-        next_token = out.logits[:, -1].argmax(-1)
-    return tokens
+        cache, token = step.past_key_values, step.logits[:, -1].argmax(-1)
+        tokens.append(token)
+    return torch.stack(tokens, dim=1)
+
+
+def manual_greedy(stock_eager_model, inputs, mode, max_new_tokens, eos_token_id):
+    """Masked prefill, then plain causal decode steps through the cache, one token at a time (batch of one)."""
+    assert inputs["input_ids"].shape[0] == 1
+    prefill = stock_prefill(stock_eager_model, inputs, mode)
+    return causal_decode(stock_eager_model, prefill, inputs["attention_mask"], max_new_tokens, eos_token_id)[0].tolist()

@@ -19,7 +19,7 @@ from lmms_futuremask.merge import (
     reference_merge_attention,
 )
 
-from .helpers import PROMPTS, processor_inputs
+from .helpers import PROMPTS, causal_decode, processor_inputs
 
 FUTURE_MODES = ["future", "future_v2v", "future_v2t", "mma"]
 
@@ -154,16 +154,5 @@ def test_text_only_prompt_and_decode_steps_are_untouched(tiny_model_dir, process
         prefill = model(**inputs, position_ids=position_ids_from(inputs["attention_mask"]), use_cache=True)
         fm.disable(model)
         assert model.config.text_config._attn_implementation == "sdpa"
-        mask, cache, token = inputs["attention_mask"], prefill.past_key_values, prefill.logits[:, -1].argmax(-1)
-        manual = [token]
-        for _ in range(4):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step = model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=position_ids_from(mask)[:, -1:],
-                past_key_values=cache,
-            )
-            cache, token = step.past_key_values, step.logits[:, -1].argmax(-1)
-            manual.append(token)
-    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], torch.stack(manual, dim=1))
+        manual = causal_decode(model, prefill, inputs["attention_mask"], 5)
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], manual)
