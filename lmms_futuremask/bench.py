@@ -35,6 +35,9 @@ BENCH_VARIANTS = (
 IMAGE_TOKENS = 576
 IMAGE_TOKEN_ID = 32000
 
+#: CLIP ViT-L/14-336, LLaVA-1.5's vision tower at both sizes.
+CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
+
 ARCHS: dict[str, dict[str, Any]] = {
     "tiny": {
         "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
@@ -43,7 +46,7 @@ ARCHS: dict[str, dict[str, Any]] = {
         ),
     },  # fmt: skip
     "llava-1.5-7b": {
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        "vision": CLIP_L_336,
         "text": dict(
             hidden_size=4096,
             intermediate_size=11008,
@@ -53,7 +56,7 @@ ARCHS: dict[str, dict[str, Any]] = {
         ),
     },  # fmt: skip
     "llava-1.5-13b": {
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        "vision": CLIP_L_336,
         "text": dict(
             hidden_size=5120,
             intermediate_size=13824,

@@ -23,13 +23,12 @@ and ``C`` lowers it, which bf16 outputs cannot afford.
 
 from __future__ import annotations
 
-import functools
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .backends import base_attention, register_backend, scaling_of
 from .masks import RELAXATIONS
 
 POOLS = ("mean", "max")
@@ -138,6 +137,7 @@ class MergeContext:
     settings: MergeSettings
     max_chunk_elements: int = 1 << 24  # scores held at once: heads * rows * keys
     _layouts: dict = field(default_factory=dict, repr=False)  # per batch row, shared by every layer
+    _weights: dict = field(default_factory=dict, repr=False)  # per (batch row, row chunk), shared by every layer
 
     def layout(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(rows that get a bias, their future keys [R, L], sink positions)`` of batch row ``b``."""
@@ -152,10 +152,10 @@ class MergeContext:
 
     def mean_weights(self, b: int, start: int, future: torch.Tensor, dtype: torch.dtype):
         """:func:`mean_pool_weights` of one row chunk, computed at the first layer and reused by the others."""
-        if (b, start) not in self._layouts:
+        if (b, start) not in self._weights:
             weights, active = mean_pool_weights(future, self.settings)
-            self._layouts[(b, start)] = (weights.to(dtype), active)
-        return self._layouts[(b, start)]
+            self._weights[(b, start)] = (weights.to(dtype), active)
+        return self._weights[(b, start)]
 
 
 def _sliding_max(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -287,28 +287,14 @@ def merge_visual_rows(
 MERGE_BACKEND_PREFIX = "futuremask_merge_"
 
 
-@functools.cache
-def _base_attention(module_type: type, base: str):
-    """The function ``base`` names for this attention class (eager is defined per model file)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if base == "eager":
-        return sys.modules[module_type.__module__].eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[base]
-
-
 def _merge_attention(base: str):
     def attention(module, query, key, value, attention_mask, *args, futuremask_merge=None, **kwargs):
-        output, weights = _base_attention(type(module), base)(
-            module, query, key, value, attention_mask, *args, **kwargs
-        )
+        output, weights = base_attention(type(module), base)(module, query, key, value, attention_mask, *args, **kwargs)
         if futuremask_merge is not None:
-            scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
-            merge_visual_rows(output, query, key, value, futuremask_merge, scaling)
+            merge_visual_rows(output, query, key, value, futuremask_merge, scaling_of(module, query, kwargs))
             weights = None  # the kernel's weights no longer describe the visual rows
         return output, weights
 
-    attention.__name__ = f"{MERGE_BACKEND_PREFIX}{base}"
     return attention
 
 
@@ -318,10 +304,4 @@ def register_merge_backend(base: str) -> str:
     It runs ``base`` unchanged on every call and, on a merge prefill (the decoder gets a ``futuremask_merge``
     keyword), rewrites the visual rows that get a bias. Decode steps are the base backend, untouched.
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    name = f"{MERGE_BACKEND_PREFIX}{base}"
-    AttentionInterface.register(name, _merge_attention(base))
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
+    return register_backend(f"{MERGE_BACKEND_PREFIX}{base}", base, _merge_attention(base))

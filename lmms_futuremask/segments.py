@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .backends import base_attention, register_backend, scaling_of
 from .masks import RELAXATIONS
 
 #: ``kernel(q [Lq, H, D], k [Lk, Hkv, D], v [Lk, Hkv, D], causal, scale) -> (out [Lq, H, D], lse [Lq, H])``
@@ -135,24 +136,14 @@ def segment_attention(
 
 
 def _segments_attention(base: str):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     def attention(module, query, key, value, attention_mask, *args, futuremask_segments=None, **kwargs):
         if futuremask_segments is None:
-            return ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, *args, **kwargs)
-        scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
-        return segment_attention(query, key, value, futuremask_segments, scaling), None
+            return base_attention(type(module), base)(module, query, key, value, attention_mask, *args, **kwargs)
+        return segment_attention(query, key, value, futuremask_segments, scaling_of(module, query, kwargs)), None
 
-    attention.__name__ = f"{SEGMENTS_BACKEND_PREFIX}{base}"
     return attention
 
 
 def register_segments_backend(base: str) -> str:
     """Register ``futuremask_segments_<flash backend>``: the base on every call but a future-mode prefill."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    name = f"{SEGMENTS_BACKEND_PREFIX}{base}"
-    AttentionInterface.register(name, _segments_attention(base))
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
+    return register_backend(f"{SEGMENTS_BACKEND_PREFIX}{base}", base, _segments_attention(base))

@@ -44,6 +44,10 @@ class _LoglikelihoodPair(tuple):
         return repr(self)
 
 
+def _where(task: str, doc_id: int) -> str:
+    return f"task {task} doc {doc_id}"
+
+
 def _check_images(images: list[Any]) -> list[Any]:
     from PIL import Image
 
@@ -151,7 +155,7 @@ class LlavaFutureMask(lmms):
     # -- requests -> samples ---------------------------------------------------------------------------------------
 
     def _sample(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> Sample:
-        where = f"task {task} doc {doc_id}"
+        where = _where(task, doc_id)
         doc = self.task_dict[task][split][doc_id]
         if is_milebench_doc(doc):
             text, images = protocol_inputs(doc, self.tokenizer, self.milebench)
@@ -181,6 +185,11 @@ class LlavaFutureMask(lmms):
         ordered = sorted(indices, key=lambda i: -self._length(requests[i]))
         for start in range(0, len(ordered), self.batch_size):
             yield ordered[start : start + self.batch_size]
+
+    def _fail(self, request: Instance, error: BaseException) -> str:
+        """Record a request that failed before reaching the model; returns its error answer."""
+        context, _, _, doc_id, task, _ = request.args
+        return self.runner.fail(Sample(context, where=_where(task, doc_id)), error)
 
     def _load(self, request: Instance, index: int, failed: dict[int, BaseException]) -> Sample | None:
         """The sample of a request, its images opened now (one batch at a time); a failure is that sample's."""
@@ -219,8 +228,7 @@ class LlavaFutureMask(lmms):
                 failed: dict[int, BaseException] = {}
                 loaded = {i: self._load(requests[i], i, failed) for i in batch}
                 for index, error in failed.items():
-                    context, _, _, doc_id, task, _ = requests[index].args
-                    answers[index] = self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
+                    answers[index] = self._fail(requests[index], error)
                 ready = [i for i in batch if loaded[i] is not None]
                 for index, text in zip(ready, self.runner.generate([loaded[i] for i in ready], settings)):
                     answers[index] = text
@@ -256,8 +264,7 @@ class LlavaFutureMask(lmms):
                 except Exception as error:  # noqa: BLE001
                     failed[index] = error
             for index, error in failed.items():
-                context, _, _, doc_id, task, _ = requests[index].args
-                self.runner.fail(Sample(context, where=f"task {task} doc {doc_id}"), error)
+                self._fail(requests[index], error)
                 results[index] = (float("-inf"), False)
             scores = self.runner.loglikelihood([s for _, s, _ in ready], [c for _, _, c in ready]) if ready else []
             for (index, _, _), score in zip(ready, scores):

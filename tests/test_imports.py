@@ -7,6 +7,8 @@ MODULES = [
     "lmms_futuremask",
     "lmms_futuremask.integration",
     "lmms_futuremask.merge",
+    "lmms_futuremask.backends",
+    "lmms_futuremask.segments",
     "lmms_futuremask.inference",
     "lmms_futuremask.runner",
     "lmms_futuremask.bench",

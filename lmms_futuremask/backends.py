@@ -1,0 +1,36 @@
+"""Our attention backends for transformers: a base backend (sdpa, eager, flex, flash) on every call, plus a rewrite
+at the prefills that carry our keyword (merge, flash segments). One place registers them and finds their base."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import torch
+
+
+@functools.cache
+def base_attention(module_type: type, base: str) -> Callable:
+    """The function ``base`` names for this attention class (eager is defined per model file)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if base == "eager":
+        return sys.modules[module_type.__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def scaling_of(module: torch.nn.Module, query: torch.Tensor, kwargs: dict) -> float:
+    """The softmax scale the base kernel would use."""
+    return kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+
+
+def register_backend(name: str, base: str, attention: Callable) -> str:
+    """Register ``attention`` as ``name`` with transformers, masks built as for ``base``; returns ``name``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    attention.__name__ = name
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
