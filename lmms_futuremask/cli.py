@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .evalrun import run_lmms_eval
+from .evalrun import OFFLINE_ENV, run_lmms_eval
 from .masks import MODES
 from .variants import PAPER_VARIANTS, variant_model_args
 
@@ -40,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     variants = args.variants.split(",")
     variant_args = {v: variant_model_args(v) for v in variants}
     model_dir = write_tiny_model(out / "tiny-llava")
-    env, extra = {}, ["--batch_size", str(args.batch_size)]
+    env, extra = dict(OFFLINE_ENV), ["--batch_size", str(args.batch_size)]
     if GROUP_NAME in args.tasks:
         extra += ["--include_path", str(write_sample_task(out / "tasks", n_docs=args.docs))]
     if "milebench" in args.tasks:
