@@ -1,7 +1,7 @@
 """Future-aware causal masks for vision-language models, as a transformers patch and an lmms-eval plugin."""
 
-from .integration import current_mode, disable, enable
-from .masks import MODES, RELAXATIONS, build_mask, mask_function
+from .attention.integration import current_mode, disable, enable
+from .attention.masks import MODES, RELAXATIONS, build_mask, mask_function
 
 __version__ = "0.1.0"
 

@@ -8,9 +8,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from .evalrun import OFFLINE_ENV, run_lmms_eval
-from .masks import MODES
-from .variants import PAPER_VARIANTS, variant_model_args
+from .attention.masks import MODES
+from .attention.variants import PAPER_VARIANTS, variant_model_args
+from .experiments.evalrun import OFFLINE_ENV, run_lmms_eval
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -63,8 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def write_report(folders: list[Path], out_dir: Path) -> str:
     """Table (markdown + CSV), delta heatmap and mask-pattern figure for some lmms-eval output folders."""
-    from .plots import delta_heatmap, mask_patterns
-    from .report import build_report, format_markdown, load_run, write_csv
+    from .experiments.plots import delta_heatmap, mask_patterns
+    from .experiments.report import build_report, format_markdown, load_run, write_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report([load_run(folder) for folder in folders])
@@ -88,7 +88,7 @@ def _expand_run_folders(paths: list[str]) -> list[Path]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .experiments.sweep import run_sweep
 
     passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
     runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough)
@@ -105,7 +105,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .plots import attention_maps
+    from .experiments.plots import attention_maps
 
     processor = AutoProcessor.from_pretrained(args.pretrained)
     model = AutoModelForImageTextToText.from_pretrained(args.pretrained, attn_implementation="eager").eval()
@@ -153,7 +153,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_rows, run_bench, write_outputs
+    from .experiments.bench import format_rows, run_bench, write_outputs
 
     ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
     rows, weight_bytes = run_bench(
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--out", default="runs/inspect")
     inspect.set_defaults(func=cmd_inspect)
 
-    from .bench import ARCHS, BENCH_VARIANTS
+    from .experiments.bench import ARCHS, BENCH_VARIANTS
 
     bench = sub.add_parser("bench", help="prefill / decode / end-to-end speed and peak memory of every variant")
     bench.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")

@@ -1,6 +1,6 @@
 """``llava_futuremask``: LLaVA (and other HF VLMs keyed by ``image_token_id``) with a future-aware prefill mask.
 
-A thin lmms-eval adapter: requests become :class:`lmms_futuremask.runner.Sample` objects; masks, batching,
+A thin lmms-eval adapter: requests become :class:`lmms_futuremask.runtime.runner.Sample` objects; masks, batching,
 scoring and the error policy live in the library.
 """
 
@@ -15,11 +15,11 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_futuremask.answer_cache import AnswerCache, request_key
 from lmms_futuremask.milebench.prompt import DEFAULT_CONTEXT_LEN, ProtocolSettings, is_milebench_doc, protocol_inputs
 from lmms_futuremask.milebench.prompt import DEFAULT_TEMPLATE as MILEBENCH_TEMPLATE
-from lmms_futuremask.prompting import DEFAULT_CONV_TEMPLATE
-from lmms_futuremask.runner import ERROR_MARKER, GenerationSettings, Sample, VLMRunner
+from lmms_futuremask.runtime.answer_cache import AnswerCache, request_key
+from lmms_futuremask.runtime.prompting import DEFAULT_CONV_TEMPLATE
+from lmms_futuremask.runtime.runner import ERROR_MARKER, GenerationSettings, Sample, VLMRunner
 
 DEFAULT_PRETRAINED = "llava-hf/llava-1.5-7b-hf"
 

@@ -3,7 +3,7 @@
 import torch
 from PIL import Image
 
-from lmms_futuremask.inference import position_ids_from
+from lmms_futuremask.runtime.continuation import position_ids_from
 
 COLOURS = [(255, 0, 0), (0, 160, 0), (0, 0, 255), (250, 220, 0), (20, 20, 20)]
 
@@ -32,7 +32,7 @@ def explicit_additive_mask(allowed, dtype=torch.float32):
 
 
 def reference_mask(is_visual, mode, attention_mask):
-    """The mode's mask, written out element by element (independent of lmms_futuremask.masks)."""
+    """The mode's mask, written out element by element (independent of lmms_futuremask.attention.masks)."""
     batch, length = is_visual.shape
     out = torch.zeros(batch, 1, length, length, dtype=torch.bool)
     rules = {

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
+from lmms_futuremask.attention.variants import PAPER_VARIANTS, parse_variant, variant_model_args
 from lmms_futuremask.cli import main
-from lmms_futuremask.variants import PAPER_VARIANTS, parse_variant, variant_model_args
 
 
 def test_variant_names():

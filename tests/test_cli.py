@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import lmms_futuremask as fm
-from lmms_futuremask.evalrun import find_results_file, scores_of
+from lmms_futuremask.experiments.evalrun import find_results_file, scores_of
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -69,7 +69,7 @@ def _answers(output_path: Path) -> dict[tuple[str, int], object]:
 
 
 def test_data_parallel_run_gives_the_same_answers_as_one_process(tmp_path, tiny_model_dir):
-    from lmms_futuremask.evalrun import lmms_eval_command
+    from lmms_futuremask.experiments.evalrun import lmms_eval_command
     from lmms_futuremask.sample_task import GROUP_NAME, write_sample_task
 
     task_dir = write_sample_task(tmp_path / "tasks", n_docs=4)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from lmms_futuremask.configs import MODELS, VARIANTS, config_text, paper_script, write_configs
-from lmms_futuremask.evalrun import OFFLINE_ENV, find_results_file, lmms_eval_command
+from lmms_futuremask.experiments.configs import MODELS, VARIANTS, config_text, paper_script, write_configs
+from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, lmms_eval_command
 from lmms_futuremask.milebench.fake import write_fake_milebench
 
 REPO = Path(__file__).resolve().parents[1]

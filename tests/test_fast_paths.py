@@ -5,8 +5,8 @@ import torch
 from torch.nn.attention.flex_attention import flex_attention
 
 from lmms_futuremask import MODES
-from lmms_futuremask.integration import prefill_mask
-from lmms_futuremask.masks import build_mask
+from lmms_futuremask.attention.integration import prefill_mask
+from lmms_futuremask.attention.masks import build_mask
 
 
 def layout():
@@ -57,7 +57,7 @@ def test_flex_attention_model_prefill_equals_sdpa(tiny_model_dir, mode):
 
 # -- flash-attn by segments ------------------------------------------------------------------------------------
 
-from lmms_futuremask.segments import SegmentContext, reference_kernel, segment_attention  # noqa: E402
+from lmms_futuremask.attention.segments import SegmentContext, reference_kernel, segment_attention  # noqa: E402
 
 
 @pytest.mark.parametrize("mode", MODES)

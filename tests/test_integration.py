@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lmms_futuremask as fm
-from lmms_futuremask.inference import position_ids_from
+from lmms_futuremask.runtime.continuation import position_ids_from
 
 from .helpers import PROMPTS, manual_greedy, processor_inputs, stock_prefill
 

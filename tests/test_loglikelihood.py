@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lmms_futuremask as fm
-from lmms_futuremask.inference import position_ids_from, score_continuations
+from lmms_futuremask.runtime.continuation import position_ids_from, score_continuations
 
 from .helpers import PROMPTS, processor_inputs, stock_prefill
 

@@ -9,15 +9,15 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 
 import lmms_futuremask as fm
 from lmms_futuremask import merge as merge_module
-from lmms_futuremask.inference import position_ids_from
-from lmms_futuremask.masks import build_mask
-from lmms_futuremask.merge import (
+from lmms_futuremask.attention.masks import build_mask
+from lmms_futuremask.attention.merge import (
     MergeContext,
     MergeSettings,
     merge_visual_rows,
     reference_bias,
     reference_merge_attention,
 )
+from lmms_futuremask.runtime.continuation import position_ids_from
 
 from .helpers import PROMPTS, causal_decode, processor_inputs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmms_futuremask.cli import main
-from lmms_futuremask.evalrun import find_results_file, lmms_eval_command
+from lmms_futuremask.experiments.evalrun import find_results_file, lmms_eval_command
 from lmms_futuremask.milebench import GROUPS, TASKS
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
@@ -152,7 +152,7 @@ def test_placeholder_mismatch_and_unreadable_image_are_recorded_per_sample(tiny_
     from lmms_eval.models import get_model
 
     from lmms_futuremask.milebench.task_hooks import process_results
-    from lmms_futuremask.runner import ERROR_MARKER
+    from lmms_futuremask.runtime.runner import ERROR_MARKER
 
     docs = load_docs("TQA", fake_root)
     broken = dict(docs[0], context=docs[0]["context"] + " {image#9}")

@@ -5,7 +5,7 @@ import math
 import pytest
 from lmms_eval.api.instance import Instance
 
-from lmms_futuremask.runner import ERROR_MARKER, SampleError
+from lmms_futuremask.runtime.runner import ERROR_MARKER, SampleError
 
 from .helpers import images
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from lmms_futuremask.cli import main
-from lmms_futuremask.evalrun import OFFLINE_ENV, find_results_file, scores_of
+from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, scores_of
+from lmms_futuremask.experiments.report import build_report, load_run, mcnemar_exact, paired_bootstrap, paired_test
 from lmms_futuremask.milebench.fake import write_fake_milebench
-from lmms_futuremask.report import build_report, load_run, mcnemar_exact, paired_bootstrap, paired_test
 
 BIN = Path(sys.executable).parent
 

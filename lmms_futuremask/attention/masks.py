@@ -86,7 +86,7 @@ def build_mask(is_visual: torch.Tensor, mode: str, attention_mask: torch.Tensor 
     """Boolean attention mask ``[B, 1, L, L]`` of ``mode``; True means the query (row) may attend the key (column).
 
     Rows of padding queries come out all False; a kernel that cannot take empty rows needs them filled
-    (see :func:`lmms_futuremask.integration.render_mask`).
+    (see :func:`lmms_futuremask.attention.integration.render_mask`).
     """
     if is_visual.dim() != 2:
         raise ValueError(f"is_visual must be [batch, length], got shape {tuple(is_visual.shape)}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .masks import MODES, build_mask
+from ..attention.masks import MODES, build_mask
 
 
 def _pyplot():
@@ -71,7 +71,7 @@ def mask_patterns(path: str | Path, layout: str = SAMPLE_LAYOUT) -> Path:
 @torch.inference_mode()
 def attention_maps(model: Any, inputs: dict, modes: list[str], out_dir: str | Path, layer: int = -1) -> list[Path]:
     """Head-averaged attention of one layer for one prompt under each mode, saved as PNGs (eager attention)."""
-    from .integration import disable, enable
+    from ..attention.integration import disable, enable
 
     plt = _pyplot()
     out_dir = Path(out_dir)

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .integration import disable, enable
-from .variants import parse_variant
+from ..attention.integration import disable, enable
+from ..attention.variants import parse_variant
 
 BENCH_VARIANTS = (
     "original",

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..attention.variants import PAPER_VARIANTS
+from ..milebench.catalog import BY_FOLDER, BY_TASK_NAME, GROUPS
 from .evalrun import find_results_file, headline_metrics, scores_of
-from .milebench.catalog import BY_FOLDER, BY_TASK_NAME, GROUPS
-from .variants import PAPER_VARIANTS
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from .inference import ContinuationScore, score_continuations
-from .integration import enable
+from ..attention.integration import enable
+from .continuation import ContinuationScore, score_continuations
 from .prompting import DEFAULT_CONV_TEMPLATE, check_conv_template, render_prompt
 
 logger = logging.getLogger("lmms_futuremask")

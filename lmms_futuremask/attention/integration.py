@@ -25,7 +25,7 @@ from .merge import MERGE_BACKEND_PREFIX, MergeContext, MergeSettings, merge_sett
 from .segments import FLASH_BACKENDS, SEGMENTS_BACKEND_PREFIX, SegmentContext, register_segments_backend
 
 #: Attention backends that run every mode exactly: explicit masks (sdpa, eager), a BlockMask built from the mask
-#: function (flex), or segments merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.segments`).
+#: function (flex), or segments merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.attention.segments`).
 MASKED_BACKENDS = ("sdpa", "eager", "flex_attention", *FLASH_BACKENDS)
 
 _STATE_ATTR = "_futuremask"
@@ -156,7 +156,8 @@ def enable(
     """Patch ``model`` so that prompts are prefilled under ``mode`` and decoding stays causal; returns ``model``.
 
     ``merge="kernel"`` (options ``merge_pool``, ``merge_kernel``, ``merge_prefix``) is the light variant: visual
-    rows stay causal and their future scores are pooled into the prefix logits (see :mod:`lmms_futuremask.merge`).
+    rows stay causal and their future scores are pooled into the prefix logits (see
+    :mod:`lmms_futuremask.attention.merge`).
     Calling it again reconfigures the model; :func:`disable` restores the stock behaviour.
     """
     check_mode(mode)

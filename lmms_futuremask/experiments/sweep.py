@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..attention.variants import variant_model_args
 from .evalrun import run_lmms_eval, scores_of
-from .variants import variant_model_args
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .variants import PAPER_VARIANTS, parse_variant, variant_model_args
+from ..attention.variants import PAPER_VARIANTS, parse_variant, variant_model_args
 
 MODELS = {"llava-1.5-7b": "llava-hf/llava-1.5-7b-hf", "llava-1.5-13b": "llava-hf/llava-1.5-13b-hf"}
 VARIANTS = (*PAPER_VARIANTS, "mma")

@@ -1,0 +1,1 @@
+"""Experiments over lmms-eval runs: sweeps, reports, statistics, plots, configs and benchmarks."""
