@@ -11,10 +11,11 @@ from pathlib import Path
 from .attention.masks import MODES
 from .attention.variants import PAPER_VARIANTS, variant_model_args
 from .experiments.evalrun import OFFLINE_ENV, run_lmms_eval
+from .validation import UserError
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .tiny import write_tiny_model
+    from .testing.tiny import write_tiny_model
 
     path = write_tiny_model(args.dir, seed=args.seed)
     print(f"tiny LLaVA checkpoint written to {path} (use pretrained={path})")
@@ -22,7 +23,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_task(args: argparse.Namespace) -> int:
-    from .sample_task import GROUP_NAME, write_sample_task
+    from .testing.sample_task import GROUP_NAME, write_sample_task
 
     path = write_sample_task(args.dir, n_docs=args.docs)
     print(f"sample tasks written; run with --include_path {path} --tasks {GROUP_NAME}")
@@ -33,8 +34,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: tiny checkpoint, synthetic data, real lmms-eval CLI, one run per
     variant, then the report (table, significance, pictures)."""
     from .milebench.fake import write_fake_milebench
-    from .sample_task import GROUP_NAME, write_sample_task
-    from .tiny import write_tiny_model
+    from .testing.sample_task import GROUP_NAME, write_sample_task
+    from .testing.tiny import write_tiny_model
 
     out = Path(args.out).resolve()
     variants = args.variants.split(",")
@@ -66,6 +67,8 @@ def write_report(folders: list[Path], out_dir: Path) -> str:
     from .experiments.plots import delta_heatmap, mask_patterns
     from .experiments.report import build_report, format_markdown, load_run, write_csv
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the report")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report([load_run(folder) for folder in folders])
     markdown = format_markdown(report)
@@ -80,9 +83,11 @@ def write_report(folders: list[Path], out_dir: Path) -> str:
 
 def _expand_run_folders(paths: list[str]) -> list[Path]:
     """Sweep roots expand to their variant folders; anything else is taken as one lmms-eval output folder."""
+    from .experiments.sweep import COMPLETE, INCOMPLETE
+
     folders = []
     for path in map(Path, paths):
-        variants = sorted(p.parent for p in path.glob("*/COMPLETE"))
+        variants = sorted({p.parent for name in (COMPLETE, INCOMPLETE) for p in path.glob(f"*/{name}")})
         folders += variants or [path]
     return folders
 
@@ -92,7 +97,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
     runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough)
-    print(f"[sweep] {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
+    done = [r.variant for r in runs if r.status in ("complete", "skipped")]
+    print(f"[sweep] {len(done)} of {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
+    unfinished = [f"{r.variant} ({r.status})" for r in runs if r.status not in ("complete", "skipped")]
+    if unfinished:
+        print(f"[sweep] not complete: {', '.join(unfinished)}; rerun the same command to retry", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -136,7 +146,11 @@ def cmd_download_milebench(args: argparse.Namespace) -> int:
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.folder}: {check.detail}")
     failed = [c.folder for c in checks if not c.ok]
     if failed:
-        print(f"{len(failed)} task folder(s) incomplete: {', '.join(failed)}. Run the command again to resume.")
+        print(
+            f"{len(failed)} task folder(s) incomplete: {', '.join(failed)}. Run the command again to repair them "
+            "(parts holding a broken task are extracted again); if a task fails right after its part was extracted, "
+            "the archive itself is incomplete: add --force to fetch and extract every part afresh."
+        )
         return 1
     print(f"all 29 tasks verified; export MILEBENCH_DIR={root}")
     return 0
@@ -263,12 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .milebench.data import MileBenchDataError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (MileBenchDataError, FileNotFoundError) as error:
+    except (UserError, FileNotFoundError) as error:
         print(f"lmms-futuremask {args.command}: {error}", file=sys.stderr)
         return 2
 

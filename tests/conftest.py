@@ -9,6 +9,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from lmms_futuremask.tiny import write_tiny_model
+    from lmms_futuremask.testing.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny-llava"))

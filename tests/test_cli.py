@@ -70,7 +70,7 @@ def _answers(output_path: Path) -> dict[tuple[str, int], object]:
 
 def test_data_parallel_run_gives_the_same_answers_as_one_process(tmp_path, tiny_model_dir):
     from lmms_futuremask.experiments.evalrun import lmms_eval_command
-    from lmms_futuremask.sample_task import GROUP_NAME, write_sample_task
+    from lmms_futuremask.testing.sample_task import GROUP_NAME, write_sample_task
 
     task_dir = write_sample_task(tmp_path / "tasks", n_docs=4)
     common = [
