@@ -8,7 +8,7 @@ from transformers import AttentionInterface, AutoModelForImageTextToText, AutoPr
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 import lmms_futuremask as fm
-from lmms_futuremask import merge as merge_module
+from lmms_futuremask.attention import merge as merge_module
 from lmms_futuremask.attention.masks import build_mask
 from lmms_futuremask.attention.merge import (
     MergeContext,

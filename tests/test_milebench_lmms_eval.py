@@ -15,7 +15,8 @@ from lmms_futuremask.experiments.evalrun import find_results_file, lmms_eval_com
 from lmms_futuremask.milebench import GROUPS, TASKS
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
-from lmms_futuremask.milebench.prompt import ProtocolSettings, render
+from lmms_futuremask.milebench.llava import ChunkCodec
+from lmms_futuremask.milebench.prompt import render
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -48,6 +49,15 @@ def test_tasks_are_found_without_include_path():
     assert {t.task_name for t in TASKS} <= set(TaskManager(include_path=str(REPO / "tasks" / "milebench")).all_tasks)
 
 
+def protocol_sample(model, task, doc_id):
+    """The sample llava_futuremask builds for one MileBench doc (what it would feed the model)."""
+    from lmms_eval.api.instance import Instance
+
+    args = ("ignored", {"max_new_tokens": 4}, None, doc_id, task, "test")
+    instance = Instance("generate_until", args, idx=0, metadata={"task": task, "doc_id": doc_id, "repeats": 1})
+    return model._request(instance, "generate").load()[0]
+
+
 def test_llava_futuremask_applies_the_protocol(tiny_model_dir, fake_root, monkeypatch):
     from lmms_eval.models import get_model
 
@@ -55,10 +65,12 @@ def test_llava_futuremask_applies_the_protocol(tiny_model_dir, fake_root, monkey
     docs = load_docs("CLEVR-Change", fake_root)
     model = get_model("llava_futuremask").create_from_arg_string(f"pretrained={tiny_model_dir},device=cpu", {})
     model.task_dict = {"milebench_clevr_change": {"test": docs}}
-    sample = model._sample("ignored", None, 0, "milebench_clevr_change", "test")
-    text, kept = render(docs[0], model.tokenizer, ProtocolSettings(4096, 16))
+    sample = protocol_sample(model, "milebench_clevr_change", 0)
+    codec = ChunkCodec(model.tokenizer)
+    rendered = render(docs[0], codec.encode, codec.decode, 4096, [16, 16])
+    text, kept = rendered.text, rendered.images
     assert sample.context == text and len(sample.images) == len(kept) == 2
-    prompt = model.runner.prompt(sample)
+    prompt = model.vlm.prompt(sample)
     assert prompt.startswith("[INST] <<SYS>>\nYou are a helpful language and vision assistant.")
     assert prompt.endswith("\n<image>\n<image>\nDifference: [/INST]")
     assert all(img.size[0] == img.size[1] for img in sample.images)  # padded to square
@@ -67,8 +79,8 @@ def test_llava_futuremask_applies_the_protocol(tiny_model_dir, fake_root, monkey
         f"pretrained={tiny_model_dir},device=cpu,milebench_context_len=60,conv_template=plain", {}
     )
     small.task_dict = model.task_dict
-    sample = small._sample("ignored", None, 0, "milebench_clevr_change", "test")
-    assert len(sample.images) == 1 and small.runner.prompt(sample) == sample.context
+    sample = protocol_sample(small, "milebench_clevr_change", 0)
+    assert len(sample.images) == 1 and small.vlm.prompt(sample) == sample.context
 
 
 def test_smoke_eval_over_all_milebench_tasks(tmp_path, tiny_model_dir, fake_root):
@@ -123,8 +135,18 @@ def test_download_from_local_archives_resumes_and_verifies(tmp_path, capsys):
     for folder in folders:
         assert (target / folder / f"{folder}.json").is_file()
     (target / "TQA" / "images" / load_docs("TQA", target)[0]["images"][0]).unlink()
+    assert main(["download-milebench", "--dir", str(target), "--source", str(archives)]) == 0  # repaired
+    assert "extracting again to repair TQA" in capsys.readouterr().out
+    archive_tqa = next(p for p in archives.iterdir() if "TQA" in [m.name.split("/")[1] for m in tarfile.open(p)])
+    with tarfile.open(archive_tqa) as tar:  # an archive that itself lacks an image cannot repair it
+        members = [m for m in tar.getmembers() if not m.name.endswith(load_docs("TQA", target)[0]["images"][0])]
+        tar.extractall(tmp_path / "partial", members=members, filter="data")
+    with tarfile.open(archive_tqa, "w:gz") as tar:
+        tar.add(tmp_path / "partial" / "MileBench", arcname="MileBench")
+    (target / "TQA" / "images" / load_docs("TQA", target)[0]["images"][0]).unlink()
     assert main(["download-milebench", "--dir", str(target), "--source", str(archives)]) == 1
-    assert "FAIL TQA: 1 image(s) missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAIL TQA: 1 image(s) missing" in out and "the archive itself is incomplete" in out
 
 
 def test_fake_milebench_command(tmp_path):
@@ -152,10 +174,10 @@ def test_placeholder_mismatch_and_unreadable_image_are_recorded_per_sample(tiny_
     from lmms_eval.models import get_model
 
     from lmms_futuremask.milebench.task_hooks import process_results
-    from lmms_futuremask.runtime.runner import ERROR_MARKER
+    from lmms_futuremask.runtime.errors import ERROR_MARKER
 
     docs = load_docs("TQA", fake_root)
-    broken = dict(docs[0], context=docs[0]["context"] + " {image#9}")
+    broken = dict(docs[0], context=docs[0]["context"] + " {image#1}", images=docs[0]["images"][:1])  # upstream crashes
     unreadable = dict(docs[1], images=["missing.png"] + docs[1]["images"][1:])
     model = get_model("llava_futuremask").create_from_arg_string(f"pretrained={tiny_model_dir},device=cpu", {})
     model.task_dict = {"milebench_tqa": {"test": [broken, unreadable, docs[2]]}}

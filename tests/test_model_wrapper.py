@@ -5,7 +5,7 @@ import math
 import pytest
 from lmms_eval.api.instance import Instance
 
-from lmms_futuremask.runtime.runner import ERROR_MARKER, SampleError
+from lmms_futuremask.runtime.errors import ERROR_MARKER, SampleError
 
 from .helpers import images
 
@@ -70,15 +70,15 @@ def test_batched_answers_equal_batch_one(tiny_model_dir, mode):
 
 def test_interleaved_placeholders_are_kept_and_missing_ones_prepended(tiny_model_dir):
     model = make_model(tiny_model_dir)
-    runner = model.runner
+    vlm = model.vlm
     seen = []
-    original_encode = runner.encode
+    original_encode = vlm.encode
 
     def spy(prompts, imgs):
         seen.extend(prompts)
         return original_encode(prompts, imgs)
 
-    runner.encode = spy
+    vlm.encode = spy
     model.generate_until(generate_requests(ids=[1, 2]))
     assert "USER: Image 1: <image> Image 2: <image> Which is brighter? ASSISTANT:" in seen
     assert "USER: <image>\n<image>\nDescribe the change. ASSISTANT:" in seen
@@ -99,8 +99,9 @@ def test_unreadable_image_is_recorded_not_empty(tiny_model_dir):
 
     model = make_model(tiny_model_dir)
     req = request("generate_until", ("What colour?", dict(GEN), broken, 0, "toy", "test"))
-    (answer,) = model.generate_until([req])
+    answer, good = model.generate_until([req, *generate_requests(ids=[1])])
     assert answer.startswith(ERROR_MARKER) and "x.png" in answer
+    assert not good.startswith(ERROR_MARKER)
 
 
 def test_on_error_raise_names_the_sample(tiny_model_dir):
@@ -130,7 +131,7 @@ def test_loglikelihood_batched_equals_single_and_prefers_nothing_on_failure(tiny
         assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
         assert a < 0 and math.isfinite(a)
     bad = request("loglikelihood", ("<image>", " x", doc_to_visual, 4, "toy", "test"))
-    (failed,) = make_model(tiny_model_dir).loglikelihood([bad])
+    failed, _ = make_model(tiny_model_dir).loglikelihood([bad, reqs[0]])
     assert failed.text[0] == float("-inf") and failed.text[1] is False
 
 

@@ -1,1 +1,1 @@
-"""The attention core: the mask family, its transformers integration and the fast kernels (torch + transformers only)."""
+"""The attention core: the mask family, its transformers integration, fast kernels (torch + transformers only)."""

@@ -1,14 +1,26 @@
-"""Running the real lmms-eval CLI in a subprocess and reading what it wrote (used by demo, sweep and report)."""
+"""Running the real lmms-eval CLI in a subprocess and reading what it wrote (used by demo, sweep and report).
+
+lmms-eval exits 0 after most errors, so a run is judged by its files: a ``*_results.json`` (no results file: the
+run failed), its scores, and its failed samples (the ``failed_samples`` metric of MileBench tasks, or answers
+recorded as errors in the ``--log_samples`` files of any task).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from ..runtime.errors import is_error_answer
 
 #: For runs that must not touch a hub (the demo on the embedded tiny checkpoint, tests).
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -23,9 +35,11 @@ def lmms_eval_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "lmms_eval"]
 
 
-def find_results_file(output_path: str | Path) -> Path:
-    """The newest ``*_results.json`` lmms-eval wrote under ``output_path``."""
+def find_results_file(output_path: str | Path, since: float | None = None) -> Path:
+    """The newest ``*_results.json`` lmms-eval wrote under ``output_path`` (at or after time ``since``, if given)."""
     files = sorted(Path(output_path).rglob("*_results.json"), key=lambda p: p.stat().st_mtime)
+    if since is not None:
+        files = [f for f in files if f.stat().st_mtime >= since]
     if not files:
         raise FileNotFoundError(f"lmms-eval wrote no *_results.json under {output_path}")
     return files[-1]
@@ -42,6 +56,39 @@ def scores_of(results_file: str | Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def sample_files(results_file: str | Path) -> dict[str, Path]:
+    """task -> its ``<date>_samples_<task>.jsonl``, written by the same run as ``<date>_results.json``."""
+    results_file = Path(results_file)
+    prefix = results_file.name.removesuffix("_results.json")
+    return {path.stem.split("_samples_", 1)[1]: path for path in results_file.parent.glob(f"{prefix}_samples_*.jsonl")}
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """The records of a ``--log_samples`` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _response(record: dict) -> object:
+    response = record.get("filtered_resps", record.get("resps"))
+    while isinstance(response, list) and response:
+        response = response[0]
+    return response
+
+
+def failed_samples(results_file: str | Path) -> dict[str, int]:
+    """task -> samples that failed: its ``failed_samples`` metric where it reports one (MileBench), else the
+    answers recorded as errors in its samples file. Groups are left out; tasks without failures are 0."""
+    scores = scores_of(results_file)
+    files = sample_files(results_file)
+    failed = {}
+    for task, metrics in scores.items():
+        if "failed_samples" in metrics:
+            failed[task] = int(metrics["failed_samples"])
+        elif task in files:
+            failed[task] = sum(1 for r in read_samples(files[task]) if is_error_answer(_response(r)))
+    return failed
+
+
 _BOOKKEEPING = re.compile(r"_(few|medium|many)$|^failed_samples$|^samples$")
 
 
@@ -53,6 +100,36 @@ def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return kept
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies (even by SIGKILL), so no orphan keeps
+    computing. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def _forward_signals(process: subprocess.Popen) -> Iterator[list[int]]:
+    """While the child runs, SIGINT/SIGTERM to us go to it too; the signals received are listed."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum, frame):
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_lmms_eval(
     model_args: str,
     tasks: str,
@@ -60,24 +137,43 @@ def run_lmms_eval(
     log_file: str | Path,
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
+    model: str = "llava_futuremask",
 ) -> Path:
-    """One ``lmms-eval --model llava_futuremask`` run; returns its results file or raises with the log's tail.
+    """One ``lmms-eval`` run; returns its results file or raises with the log's tail.
 
-    lmms-eval exits 0 even when evaluation fails, so success is judged by the results file it writes.
+    The log is appended to (an interrupted attempt's log is kept above the next one). SIGINT/SIGTERM received
+    meanwhile are forwarded to lmms-eval and waited for, then re-raised here as ``KeyboardInterrupt`` /
+    ``SystemExit``; if this process dies otherwise (SIGKILL), Linux sends lmms-eval SIGTERM. No orphan keeps computing
+    (and holding a GPU).
     """
     command = lmms_eval_command() + [
-        "--model", "llava_futuremask",
+        "--model", model,
         "--model_args", model_args,
         "--tasks", tasks,
         "--output_path", str(output_path),
         "--log_samples",
     ] + list(extra or [])  # fmt: skip
-    with open(log_file, "w") as handle:
-        handle.write(" ".join(command) + "\n")
+    start = time.time() - 1  # file times have a coarse resolution on some file systems
+    with open(log_file, "a") as handle:
+        environment = {**os.environ, **(env or {})}
+        process = subprocess.Popen(
+            command, env=environment, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} lmms-eval pid {process.pid}: {' '.join(command)}\n")
         handle.flush()
-        done = subprocess.run(command, env={**os.environ, **(env or {})}, stdout=handle, stderr=subprocess.STDOUT)
+        with _forward_signals(process) as received:
+            while True:
+                try:
+                    process.wait()
+                    break
+                except KeyboardInterrupt:  # a second Ctrl-C while waiting: keep waiting for the child
+                    continue
+    if received:
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + received[0])
     try:
-        return find_results_file(output_path)
+        return find_results_file(output_path, since=start)
     except FileNotFoundError:
         tail = Path(log_file).read_text()[-3000:]
-        raise RuntimeError(f"lmms-eval failed (exit {done.returncode}); log {log_file}:\n{tail}") from None
+        raise RuntimeError(f"lmms-eval failed (exit {process.returncode}); log {log_file}:\n{tail}") from None

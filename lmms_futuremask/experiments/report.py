@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..attention.variants import PAPER_VARIANTS
 from ..milebench.catalog import BY_FOLDER, BY_TASK_NAME, GROUPS
-from .evalrun import find_results_file, headline_metrics, scores_of
+from ..validation import UserError
+from .evalrun import failed_samples, find_results_file, headline_metrics, read_samples, sample_files, scores_of
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000
@@ -76,6 +77,7 @@ class Run:
     folder: Path
     scores: dict[str, dict[str, float]]  # task -> metric -> value (as lmms-eval reported)
     samples: dict[str, dict[int, float]] = field(default_factory=dict)  # task -> doc_id -> per-sample score
+    failed: dict[str, int] = field(default_factory=dict)  # task -> samples that failed (scored 0)
 
 
 def _model_args(text: str) -> dict[str, str]:
@@ -104,18 +106,18 @@ def _sample_score(record: dict, metric: str) -> float | None:
 
 
 def load_run(folder: str | Path) -> Run:
+    """A variant's scores, per-sample scores and failed samples, from the newest lmms-eval run in ``folder``."""
     results_file = find_results_file(folder)
     config = json.loads(results_file.read_text())["config"]
     args = _model_args(config.get("model_args", ""))
     run = Run(variant_of(args), model_key(args.get("pretrained", "?")), Path(folder), scores_of(results_file))
-    for path in results_file.parent.glob("*_samples_*.jsonl"):
-        task = path.stem.split("_samples_", 1)[1]
+    run.failed = failed_samples(results_file)
+    for task, path in sample_files(results_file).items():
         if task not in run.scores:
             continue
         metric = next(iter(headline_metrics(run.scores[task])))
         per_doc = {}
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+        for record in read_samples(path):
             score = _sample_score(record, metric)
             if score is not None:
                 per_doc[int(record["doc_id"])] = score
@@ -143,6 +145,7 @@ class Cell:
     test: str | None = None
     p: float | None = None
     best: bool = False
+    failed: int = 0  # samples of the task (of the group's tasks) that failed and scored 0
 
 
 @dataclass
@@ -162,10 +165,11 @@ def _order(variants: list[str]) -> list[str]:
 def build_report(runs: list[Run]) -> Report:
     models = sorted({r.model for r in runs})
     if len(models) != 1:
-        raise ValueError(f"report one model at a time; these folders hold {models}")
+        raise UserError(f"report one model at a time; these folders hold {models}")
     by_variant = {r.variant: r for r in runs}
     if len(by_variant) != len(runs):
-        raise ValueError("two folders hold the same variant; pass one folder per variant")
+        duplicates = sorted({r.variant for r in runs if sum(x.variant == r.variant for x in runs) > 1})
+        raise UserError(f"two folders hold the same variant ({', '.join(duplicates)}); pass one folder per variant")
     variants = _order(list(by_variant))
     tasks = sorted({t for r in runs for t in r.scores if t not in GROUPS}, key=_task_order)
     groups = [g for g in GROUPS if any(g in r.scores for r in runs)]
@@ -177,7 +181,8 @@ def build_report(runs: list[Run]) -> Report:
         for variant in variants:
             run = by_variant[variant]
             value = run.scores.get(task, {}).get(metric)
-            cell = Cell(value)
+            members = [t.task_name for t in GROUPS[task]] if task in GROUPS else [task]
+            cell = Cell(value, failed=sum(run.failed.get(t, 0) for t in members))
             if base is not None and value is not None and task in base.scores:
                 cell.delta = value - base.scores[task][metric]
                 if variant != "original" and task in run.samples and task in base.samples:
@@ -221,6 +226,8 @@ def format_markdown(report: Report) -> str:
                 text += f" ({cell.delta:+.3f})"
             if cell.p is not None and cell.p < ALPHA:
                 text += "†" if cell.test == "McNemar" else "‡"
+            if cell.failed:
+                text += f" [{cell.failed} failed]"
             cells.append(text)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     for variant, scores in report.paper.items():
@@ -230,7 +237,8 @@ def format_markdown(report: Report) -> str:
         "",
         "Bold: best in column. In brackets: difference from `original`. "
         f"† exact McNemar test, ‡ paired bootstrap ({BOOTSTRAP_RESAMPLES:,} resamples): p < {ALPHA} against "
-        "`original` on the samples both runs scored. Groups are unweighted means of their tasks.",
+        "`original` on the samples both runs scored. Groups are unweighted means of their tasks. "
+        "[N failed]: samples that failed (an error or an unscorable answer) and count as 0; rerun to retry them.",
     ]
     if report.paper:
         lines.append("Rows `paper:` are the published Table 4 numbers for this model.")
@@ -240,14 +248,14 @@ def format_markdown(report: Report) -> str:
 def write_csv(report: Report, path: str | Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model", "variant", "task", "metric", "value", "delta_vs_original", "test", "p_value", "best"])
+        writer.writerow(
+            ["model", "variant", "task", "metric", "value", "delta_vs_original", "test", "p_value", "best", "failed"]
+        )
         for variant in report.variants:
             for task, metric in report.columns:
-                cell = report.cells[(variant, task)]
-                writer.writerow(
-                    [report.model, variant, task, metric, cell.value, cell.delta, cell.test, cell.p, cell.best]
-                )
+                c = report.cells[(variant, task)]
+                writer.writerow([report.model, variant, task, metric, c.value, c.delta, c.test, c.p, c.best, c.failed])
         for variant, scores in report.paper.items():
             for task, metric in report.columns:
                 if task in scores:
-                    writer.writerow([report.model, f"paper:{variant}", task, metric, scores[task], "", "", "", ""])
+                    writer.writerow([report.model, f"paper:{variant}", task, metric, scores[task], "", "", "", "", ""])

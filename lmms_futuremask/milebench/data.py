@@ -7,22 +7,25 @@ Layout: ``<MILEBENCH_DIR>/<Task>/<Task>.json`` (``{"meta_data": {...}, "data": [
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from .catalog import MileTask, task_by_folder
+from ..runtime.fingerprint import digest, file_digest, file_stamp, folder_stamp
+from ..validation import UserError
+from .catalog import TASKS, MileTask, task_by_folder
 from .scoring import QUESTION_TYPES, image_quantity_level
+
+logger = logging.getLogger("lmms_futuremask.milebench")
 
 ENV_VAR = "MILEBENCH_DIR"
 DEFAULT_DIR = Path("~/.cache/lmms-futuremask/MileBench")
 DOWNLOAD_HINT = "lmms-futuremask download-milebench --dir {root}"
 
-_PLACEHOLDER = re.compile(r"\{(?:image|table)#(\d+)\}")
 
-
-class MileBenchDataError(ValueError):
+class MileBenchDataError(UserError):
     """The MileBench folder, a task file or a sample is missing or malformed; the message says which and how to fix."""
 
 
@@ -53,9 +56,12 @@ def _missing_task_error(task: MileTask, root: Path) -> MileBenchDataError:
             f"{task.task_name}: {root} holds an older MileBench release ('{old_name}/' instead of "
             f"'{task.folder}/'). Re-download the current release with `{hint} --force`."
         )
+    missing = [t.folder for t in TASKS if not (root / t.folder / f"{t.folder}.json").is_file()]
+    others = [f for f in missing if f != task.folder]
+    also = f" {len(others)} other task(s) are missing too: {', '.join(others)}." if others else ""
     return MileBenchDataError(
-        f"{task.task_name}: expected {expected}, which is missing (a partial download?). Run `{hint}` to fetch and "
-        "verify the missing parts."
+        f"{task.task_name}: expected {expected}, which is missing (a partial download?).{also} Run `{hint}` to "
+        "fetch, repair and verify the missing parts."
     )
 
 
@@ -103,27 +109,16 @@ def load_task(folder: str, root: str | os.PathLike | None = None) -> tuple[dict,
     return meta, items
 
 
-def check_placeholders(text: str, n_images: int, where: str) -> None:
-    """The ``{image#k}``/``{table#k}`` of a sample (context and choices) must show each of its images once.
-
-    Upstream would silently leave a slot without an image or attach an image without a slot; we refuse both.
-    """
-    found = [int(k) for k in _PLACEHOLDER.findall(text)]
-    if sorted(found) != list(range(1, n_images + 1)):
-        raise MileBenchDataError(
-            f"{where}: the placeholders {{image#k}}/{{table#k}} (k = {sorted(found)}) do not match the "
-            f"{n_images} image(s) of images_path; each image needs exactly one placeholder"
-        )
-
-
 def load_docs(folder: str, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """One flat record per sample, as lmms-eval docs: everything the prompt, the images and the scorer need."""
     meta, items = load_task(folder, root)
     image_dir = data_dir(root) / folder / "images"
+    content = file_digest(task_file(folder, root))
     docs = []
     for item in items:
         instance = item["task_instance"]
         choices = instance.get("choice_list")
+        images = [str(p) for p in instance["images_path"]]
         docs.append(
             {
                 "milebench_task": folder,
@@ -133,41 +128,62 @@ def load_docs(folder: str, root: str | os.PathLike | None = None) -> list[dict[s
                 "context": instance["context"],
                 "has_choices": choices is not None,
                 "choices": [str(c) for c in choices or []],
-                "images": [str(p) for p in instance["images_path"]],
+                "images": images,
                 "image_dir": str(image_dir),
                 "answer": str(item["response"]),
-                "image_quantity_level": image_quantity_level(len(instance["images_path"])),
+                "image_quantity_level": image_quantity_level(len(images)),
+                # What a cached answer of this sample depends on in the data: the task file and its images.
+                "data_identity": digest([str(image_dir), content, [file_stamp(image_dir / p) for p in images]]),
             }
         )
     return docs
 
 
-def open_image(doc: dict[str, Any], index: int, pad_fill: tuple[int, int, int] | None = None):
-    """The ``index``-th image of a doc as RGB, optionally padded to a centred square (LLaVA's ``pad``).
+def image_path(doc: dict[str, Any], index: int) -> Path:
+    """The file of a doc's ``index``-th image; a path that leaves the task's images folder is a data error."""
+    image_dir = Path(doc["image_dir"])
+    path = image_dir / doc["images"][index]
+    if not path.resolve().is_relative_to(image_dir.resolve()):
+        raise MileBenchDataError(
+            f"{doc['milebench_task']} sample {doc['sample_id']}: image {doc['images'][index]!r} resolves to "
+            f"{path.resolve()}, outside {image_dir}; MileBench images must lie inside their task folder"
+        )
+    return path
 
-    An unreadable file is an error naming it and the sample.
-    """
+
+#: PIL modes whose RGB conversion clips (16/32-bit grey): the official conversion is kept, with a warning.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def open_image(doc: dict[str, Any], index: int):
+    """The ``index``-th image of a doc as RGB (``Image.convert("RGB")``, as upstream's dataset code does).
+    An unreadable or oversized file is an error naming it and the sample."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(doc["image_dir"]) / doc["images"][index]
+    where = f"{doc['milebench_task']} sample {doc['sample_id']}"
+    path = image_path(doc, index)
     try:
         with Image.open(path) as image:
+            if image.mode in _WIDE_MODES:
+                logger.warning(
+                    "%s: image %s has %d-bit mode %s; converted to RGB as upstream does, which clips most values",
+                    where, path, 32 if image.mode in ("I", "F") else 16, image.mode,
+                )  # fmt: skip
             image = image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise MileBenchDataError(f"{where}: image {path} is too large for PIL ({error})") from error
     except (OSError, UnidentifiedImageError) as error:
-        raise MileBenchDataError(
-            f"{doc['milebench_task']} sample {doc['sample_id']}: cannot read image {path} ({error})"
-        ) from error
-    return image if pad_fill is None else pad_to_square(image, pad_fill)
+        raise MileBenchDataError(f"{where}: cannot read image {path} ({error})") from error
+    return image
 
 
-def pad_to_square(image, fill: tuple[int, int, int]):
-    """Paste the image centred on a square of side max(w, h) filled with ``fill`` (the CLIP mean colour)."""
-    from PIL import Image
-
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    square = Image.new(image.mode, (side, side), fill)
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
+def data_identity(folders: list[str], root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a sweep's finished variant depends on in the data: the folder, and per task the JSON's content hash and
+    the names, sizes and times of its images (cheap: one stat per file)."""
+    root = data_dir(root)
+    tasks = {}
+    for folder in folders:
+        path = task_file(folder, root)
+        json_id = file_digest(path) if path.is_file() else None
+        tasks[folder] = [json_id, digest(folder_stamp(root / folder / "images"))]
+    return {"root": str(root.resolve()), "tasks": tasks}

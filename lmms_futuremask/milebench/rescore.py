@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from .catalog import BY_TASK_NAME, GROUPS
-from .data import load_docs
+from .data import MileBenchDataError, data_dir, load_docs
 from .task_hooks import summarize
 
 _SAMPLES_FILE = re.compile(r"_samples_(milebench_[a-z0-9_]+)\.jsonl$")
@@ -30,6 +30,24 @@ def find_sample_files(log_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+def check_against_data(path: Path, records: list[dict], docs: list[dict], root: Path) -> None:
+    """The saved samples must be the data's: every doc id in range and every saved target the data's answer."""
+    problems = []
+    for record in records:
+        doc_id = record.get("doc_id")
+        if not isinstance(doc_id, int) or not 0 <= doc_id < len(docs):
+            problems.append(f"doc {doc_id} is not one of its {len(docs)} samples")
+        elif "target" in record and str(record["target"]) != docs[doc_id]["answer"]:
+            problems.append(
+                f"doc {doc_id}'s saved target {record['target']!r} is not the data's {docs[doc_id]['answer']!r}"
+            )
+    if problems:
+        raise MileBenchDataError(
+            f"{path} does not match the MileBench data in {root}: {len(problems)} sample(s) differ, e.g. "
+            f"{'; '.join(problems[:3])}. Rescore against the data the run used (--data-dir)."
+        )
+
+
 def rescore_logs(log_dir: str | Path, root: str | Path | None = None) -> dict[str, dict[str, float]]:
     """Task (and complete group) -> metrics, re-computed from the saved answers and the MileBench data."""
     files = find_sample_files(log_dir)
@@ -39,6 +57,7 @@ def rescore_logs(log_dir: str | Path, root: str | Path | None = None) -> dict[st
     for task_name, path in sorted(files.items()):
         docs = load_docs(BY_TASK_NAME[task_name].folder, root)
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        check_against_data(path, records, docs, data_dir(root))
         table[task_name] = summarize([docs[r["doc_id"]] for r in records], [_prediction(r) for r in records])
     for group, tasks in GROUPS.items():
         if all(t.task_name in table for t in tasks):

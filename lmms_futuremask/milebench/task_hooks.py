@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..runtime.runner import ERROR_MARKER
+from ..runtime.errors import ERROR_MARKER
 from .catalog import BY_TASK_NAME
 from .data import load_task, open_image
 from .prompt import full_prompt

@@ -1,238 +1,231 @@
-"""Load a VLM with a mode enabled and run batches of samples through it, one failure never sinking a batch.
+"""Requests in, answers out: caching, batching, and the failure policy, once for every harness adapter.
 
-This is everything the lmms-eval adapter needs that does not depend on lmms-eval: model loading, prompt
-rendering, left-padded batched generation, continuation scoring, and the per-sample error policy.
+An adapter (the lmms-eval models in ``model_wrappers/``) only translates its harness's requests into
+:class:`Request` objects and the answers back. Everything else happens here:
+
+* answers found in the :class:`~lmms_futuremask.runtime.answer_cache.AnswerCache` are reused, the rest computed;
+* requests that share generation settings are batched, longest prompt first (estimated without opening images),
+  so padding stays low; a batch's samples are loaded (images opened) only when the batch runs;
+* a failure is its sample's: a batch that fails is retried one sample at a time, a sample that still fails gets an
+  error answer (``on_error="record"``, visible in results, never stored in the cache, so a rerun retries it) or stops
+  the run (``on_error="raise"``);
+* a run that computed nothing is not a result: when the first sample to fail at the model fails before any has
+  succeeded, a probe (one tiny prompt) decides whether the *model* fails as a whole, and if so the run stops at once
+  with the reason; and a pass in which every sample failed raises instead of returning error answers.
+  :class:`~lmms_futuremask.runtime.errors.RunFailed` reaches the harness, so lmms-eval writes no results file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-
-from ..attention.integration import enable
-from .continuation import ContinuationScore, score_continuations
-from .prompting import DEFAULT_CONV_TEMPLATE, check_conv_template, render_prompt
+from ..validation import check_choice
+from .answer_cache import AnswerCache, request_key
+from .errors import ERROR_MARKER, RunFailed, SampleError, is_error_answer
+from .vlm import VLM, GenerationSettings, Sample
 
 logger = logging.getLogger("lmms_futuremask")
 
-#: Prefix of the answer recorded for a sample that failed under ``on_error="record"``: visible in logs and
-#: sample files, and never an empty string that a scorer could take for a real answer.
-ERROR_MARKER = "[futuremask-error]"
-
 ON_ERROR = ("record", "raise")
-DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
 T = TypeVar("T")
 
-
-class SampleError(RuntimeError):
-    """A sample failed under ``on_error="raise"``; the message names the sample."""
+#: The score of a continuation whose sample failed: no option can be preferred because of a failure.
+FAILED_SCORE = (float("-inf"), False)
 
 
 @dataclass
-class Sample:
-    """One prompt: text with or without ``<image>`` placeholders, its images, and where it comes from."""
+class Request:
+    """One harness request, independent of the harness.
 
+    ``options`` is what the answer depends on besides the prompt: the generation kwargs (``kind="generate"``) or
+    the continuation to score (``kind="loglikelihood"``; None when the continuation is computed per doc and so not
+    cacheable). ``load`` builds the :class:`Sample` (opening its images) and raises for a bad sample; ``data`` is the
+    identity of the files or dataset the sample comes from (part of the cache key).
+    """
+
+    kind: str
+    task: str
+    doc_id: int
     context: str
-    images: list[Any] = field(default_factory=list)
-    where: str = "sample"
-    conv_template: str | None = None  # None: the runner's template
+    options: Any
+    load: Callable[[], tuple[Sample, Any]]
+    data: Any = None
+    n_images: int = 0  # placeholders visible in ``context`` (for the length estimate; images are not opened)
+    settings: GenerationSettings | None = None
+
+    @property
+    def where(self) -> str:
+        """``task <task> doc <id>``: how errors and logs name the request."""
+        return f"task {self.task} doc {self.doc_id}"
 
 
-@dataclass
-class GenerationSettings:
-    max_new_tokens: int = 1024
-    min_new_tokens: int = 0
-    temperature: float = 0.0
-    top_p: float | None = None
-    num_beams: int = 1
-    until: tuple[str, ...] = ()
-    cache_implementation: str | None = None  # e.g. "static": a fixed-shape cache (compiled decode on GPUs)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        sample = self.temperature > 0
-        extra = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
-        return extra | {
-            "do_sample": sample,
-            "temperature": self.temperature if sample else None,
-            "top_p": self.top_p if sample else None,
-            "num_beams": self.num_beams,
-            "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_new_tokens or None,
-        }
-
-
-def cut_at_stop_strings(text: str, until: Sequence[str]) -> str:
-    """Text up to the first stop string (lmms-eval's ``until``)."""
-    for stop in until:
-        if stop:
-            text = text.split(stop)[0]
-    return text
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> Any:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid values are: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-class VLMRunner:
-    """A VLM, its processor and a conversation template, with the mode already enabled."""
+class Runner:
+    """Runs requests through a :class:`VLM` under one failure policy and one answer cache."""
 
     def __init__(
         self,
-        model: Any,
-        processor: Any,
-        conv_template: str = DEFAULT_CONV_TEMPLATE,
+        vlm: VLM,
+        batch_size: int = 1,
         on_error: str = "record",
+        answer_cache: AnswerCache | None = None,
+        label: str = "futuremask",
+        show_progress: bool = True,
     ) -> None:
-        if on_error not in ON_ERROR:
-            raise ValueError(f"unknown on_error {on_error!r}; valid values are: {', '.join(ON_ERROR)}")
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.conv_template = check_conv_template(conv_template)
-        self.on_error = on_error
+        self.vlm = vlm
+        self.batch_size = batch_size
+        self.on_error = check_choice("on_error", on_error, ON_ERROR)
+        self.answer_cache = answer_cache
+        self.label = label
+        self.show_progress = show_progress
         self.failures: list[str] = []
+        self.notes: Counter[str] = Counter()  # protocol quirks of the samples run (e.g. MileBench placeholders)
+        self._model_ok = False  # set once a sample succeeded or the probe passed
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained: str,
-        mode: str = "original",
-        merge: str = "none",
-        dtype: str | torch.dtype = "auto",
-        device: str | None = None,
-        device_map: str | None = None,
-        attn_implementation: str = "sdpa",
-        conv_template: str = DEFAULT_CONV_TEMPLATE,
-        on_error: str = "record",
-        revision: str = "main",
-        trust_remote_code: bool = False,
-        **merge_options: Any,
-    ) -> VLMRunner:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    # -- public ----------------------------------------------------------------------------------------------------
 
-        model = AutoModelForImageTextToText.from_pretrained(
-            pretrained,
-            revision=revision,
-            dtype=resolve_dtype(dtype),
-            device_map=device_map or None,
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        ).eval()
-        if not device_map:
-            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        enable(model, mode, merge, **merge_options)
-        processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-        return cls(model, processor, conv_template=conv_template, on_error=on_error)
+    def generate(self, requests: list[Request]) -> list[str]:
+        """One answer per request, in order: cached, generated, or an error answer."""
+        return self._run(requests, self._generate_batch, self._error_answer)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
+        """``(log-prob, is_greedy)`` per request, in order; a failed sample scores ``(-inf, False)``."""
+        return self._run(requests, self._score_batch, lambda request, error: FAILED_SCORE)
 
-    def prompt(self, sample: Sample) -> str:
-        template = sample.conv_template or self.conv_template
-        return render_prompt(sample.context, len(sample.images), template, sample.where)
+    # -- the loop --------------------------------------------------------------------------------------------------
 
-    def encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return dict(inputs)
+    def _run(self, requests: list[Request], compute, failed_value) -> list[Any]:
+        from tqdm import tqdm
 
-    @property
-    def tokens_per_image(self) -> int:
-        return int(getattr(self.model.config, "image_seq_length", None) or 576)
+        answers: list[Any] = [None] * len(requests)
+        keys = [self._key(r) for r in requests]
+        todo = []
+        for index, key in enumerate(keys):
+            cached = None if key is None else self.answer_cache.get(key)
+            if cached is None:
+                todo.append(index)
+            else:
+                answers[index] = tuple(cached) if requests[index].kind == "loglikelihood" else cached
+        kind = requests[0].kind if requests else ""
+        bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
+        for batch in self._batches(todo, requests):
+            self._run_batch(batch, requests, keys, answers, compute, failed_value)
+            bar.update(len(batch))
+        bar.close()
+        self._report(requests, answers)
+        return answers
 
-    def estimated_length(self, text: str, n_images: int) -> int:
-        """Prompt tokens (text plus visual tokens), for grouping similar lengths into a batch."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False)) + n_images * self.tokens_per_image
+    def _run_batch(self, batch, requests, keys, answers, compute, failed_value) -> None:
+        """Load a batch's samples (images opened now), run those that loaded, store the answers."""
+        loaded: dict[int, tuple[Sample, Any]] = {}
+        for index in batch:
+            try:
+                loaded[index] = requests[index].load()
+            except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
+                answers[index] = self._fail(requests[index], error, failed_value)
+            else:
+                self.notes.update(loaded[index][0].notes)
+        ready = [i for i in batch if i in loaded]
+        results = self._isolated(ready, lambda part: compute([loaded[i] for i in part], requests[part[0]]))
+        for index, result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                answers[index] = self._fail(requests[index], result, failed_value)
+            else:
+                answers[index] = result
+                if keys[index] is not None:
+                    self.answer_cache.put(keys[index], result)
 
-    # -- generation ----------------------------------------------------------------------------------------------
+    def _key(self, request: Request) -> str | None:
+        if self.answer_cache is None or (request.kind == "loglikelihood" and request.options is None):
+            return None
+        return request_key(request.kind, request.task, request.doc_id, request.context, request.options, request.data)
 
-    @torch.inference_mode()
-    def _generate_batch(self, samples: list[Sample], settings: GenerationSettings) -> list[str]:
-        prompts = [self.prompt(s) for s in samples]
-        inputs = self.encode(prompts, [img for s in samples for img in s.images])
-        output = self.model.generate(
-            **inputs,
-            **settings.generate_kwargs(),
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop_strings(t, settings.until) for t in texts]
+    def _batches(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
+        """Requests that share generation settings, longest first, ``batch_size`` at a time."""
+        groups: dict[str, list[int]] = {}
+        for index in indices:
+            groups.setdefault(repr(requests[index].settings), []).append(index)
+        for group in groups.values():
+            ordered = sorted(group, key=lambda i: -self.vlm.estimated_length(requests[i].context, requests[i].n_images))
+            for start in range(0, len(ordered), self.batch_size):
+                yield ordered[start : start + self.batch_size]
 
-    def generate(self, samples: list[Sample], settings: GenerationSettings) -> list[str]:
-        """Greedy (or sampled) answers, in order; a batch of any size gives the tokens of one-at-a-time runs."""
-        return self._isolated(samples, lambda batch: self._generate_batch(batch, settings), self._error_answer)
+    def _generate_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[str]:
+        return self.vlm.generate_batch([sample for sample, _ in loaded], first.settings)
 
-    # -- scoring ---------------------------------------------------------------------------------------------------
+    def _score_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[tuple[float, bool]]:
+        scores = self.vlm.score_batch([sample for sample, _ in loaded], [c for _, c in loaded])
+        return [(score.logprob, score.is_greedy) for score in scores]
 
-    def continuation_tokens(self, prompt: str, continuation: str) -> list[int]:
-        """Tokens of ``continuation`` as they follow ``prompt`` (split the joint encoding where it agrees)."""
-        whole = self.tokenizer.encode(prompt + continuation)
-        head = self.tokenizer.encode(prompt)
-        if whole[: len(head)] == head and len(whole) > len(head):
-            return whole[len(head) :]
-        return self.tokenizer.encode(continuation, add_special_tokens=False)
+    # -- failures --------------------------------------------------------------------------------------------------
 
-    def _score_batch(self, samples: list[Sample], continuations: list[str]) -> list[ContinuationScore]:
-        prompts = [self.prompt(s) for s in samples]
-        tokens = [self.continuation_tokens(p, c) for p, c in zip(prompts, continuations)]
-        inputs = self.encode(prompts, [img for s in samples for img in s.images])
-        return score_continuations(self.model, inputs, tokens, self.tokenizer.pad_token_id)
-
-    def loglikelihood(self, samples: list[Sample], continuations: list[str]) -> list[ContinuationScore]:
-        """Sum of log-probs of each continuation after its prompt; the prompt alone is prefilled under the mode."""
-        pairs = list(zip(samples, continuations))
-
-        def run(batch):
-            return self._score_batch([s for s, _ in batch], [c for _, c in batch])
-
-        def failed(pair, error):
-            self._record_failure(pair[0], error)
-            return ContinuationScore(logprob=float("-inf"), is_greedy=False)
-
-        return self._isolated(pairs, run, failed)
-
-    # -- failures ----------------------------------------------------------------------------------------------------
-
-    def _isolated(self, items: list[Any], run: Callable[[list[Any]], list[T]], on_failure) -> list[T]:
-        """Run a batch; if it fails, run its items one by one so only the failing ones are affected."""
+    def _isolated(self, indices: list[int], run: Callable[[list[int]], list[T]]) -> list[T | BaseException]:
+        """Run a batch; if it fails, run its samples one by one, so only the failing ones get their exception."""
+        if not indices:
+            return []
         try:
-            return run(items)
+            results = run(indices)
         except SampleError:
             raise
         except Exception as error:  # noqa: BLE001 - any model or data error is isolated to its sample
-            if len(items) == 1:
-                return [on_failure(items[0], error)]
-            logger.warning("a batch of %d failed (%s); retrying its samples one by one", len(items), error)
-            return [self._isolated([item], run, on_failure)[0] for item in items]
+            if len(indices) == 1:
+                self._check_model(error)
+                return [error]
+            logger.warning("a batch of %d failed (%s); retrying its samples one by one", len(indices), error)
+            return [self._isolated([index], run)[0] for index in indices]
+        self._model_ok = True
+        return results
 
-    def _record_failure(self, sample: Sample, error: BaseException) -> None:
-        message = f"{sample.where}: {type(error).__name__}: {error}"
+    def _check_model(self, error: BaseException) -> None:
+        """Before any sample has succeeded, a failure may be the model's: probe it, and stop the run if so."""
+        if self._model_ok:
+            return
+        try:
+            self.vlm.probe()
+        except Exception as probe_error:  # noqa: BLE001 - the probe's failure is the verdict
+            raise RunFailed(
+                f"{self.label}: the model fails as a whole, not one sample: {type(probe_error).__name__}: "
+                f"{probe_error} (the first sample failed with {type(error).__name__}: {error}). "
+                "No results are written; fix the model_args (device, dtype, attn_implementation, ...) and rerun."
+            ) from probe_error
+        self._model_ok = True
+
+    def _fail(self, request: Request, error: BaseException, failed_value: Callable) -> Any:
+        """Record one failed request (or raise under ``on_error="raise"``); returns its answer."""
+        message = f"{request.where}: {type(error).__name__}: {error}"
         if self.on_error == "raise":
             raise SampleError(message) from error
         logger.error("sample failed, recorded as an error answer: %s", message)
         self.failures.append(message)
+        return failed_value(request, error)
 
-    def _error_answer(self, sample: Sample, error: BaseException) -> str:
-        self._record_failure(sample, error)
-        return f"{ERROR_MARKER} {type(error).__name__}: {error}"
+    @staticmethod
+    def _error_answer(request: Request, error: BaseException) -> str:
+        return f"{ERROR_MARKER} {request.where}: {type(error).__name__}: {error}"
 
-    def fail(self, sample: Sample, error: BaseException) -> str:
-        """Record a failure that happened before the sample reached the model (e.g. an unreadable image)."""
-        return self._error_answer(sample, error)
+    def _report(self, requests: list[Request], answers: list[Any]) -> None:
+        """Log the cache and failure summary; raise if every request of the pass failed."""
+        if self.answer_cache is not None:
+            logger.info("%s: %s", self.label, self.answer_cache.summary())
+        notes, self.notes = self.notes, Counter()
+        for note, count in notes.items():
+            logger.warning("%s: %d sample(s): %s", self.label, count, note)
+        failures, self.failures = self.failures, []
+        if not failures:
+            return
+        logger.error(
+            "%s: %d sample(s) failed and were recorded as error answers (on_error=raise stops at the first instead):"
+            "\n  %s",
+            self.label,
+            len(failures),
+            "\n  ".join(failures),
+        )
+        failed = sum(1 for a in answers if is_error_answer(a) or a == FAILED_SCORE)
+        if failed == len(answers):
+            raise RunFailed(
+                f"{self.label}: every sample failed ({failed} of {len(answers)}); no results are written. "
+                f"First failure: {failures[0]}"
+            )

@@ -1,0 +1,192 @@
+"""The model_args of our lmms-eval models: one table, parsed and range-checked before anything heavy loads.
+
+lmms-eval hands a model its ``--model_args`` as a dict whose values it has already guessed types for (``"8"`` ->
+``8``, ``"2.5"`` -> ``2.5``, ``"-1"`` -> ``-1.0``, ``"true"`` -> ``True``), plus ``batch_size`` / ``max_batch_size`` /
+``device`` from its own flags (``batch_size`` as a string there). :func:`parse_model_args` turns that into checked
+values: an unknown key, a wrong type, a value out of range or a local checkpoint path that does not exist is a
+:class:`ModelArgsError` that names the argument, its valid values and, for an unknown key, every model_arg there is.
+It runs in the adapter's constructor before the weights (or even accelerate) load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..attention.masks import MODES
+from ..attention.merge import MERGES, POOLS, merge_settings
+from ..validation import UserError, unknown_choice
+
+#: Attention backends a model may be loaded with (every mode is exact on each; see the README).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+DTYPE_NAMES = ("auto", "bfloat16", "float16", "float32")
+AUTOCAST_NAMES = ("none", "bfloat16", "float16")
+ON_ERROR = ("record", "raise")
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+
+
+class ModelArgsError(UserError):
+    """A model_arg is unknown or has a value the model cannot take; the message says which and what would do."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One model_arg: its type (``str``, ``int``, ``bool``, ``choice``), default, and limits."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    optional: bool = False  # None is a valid value (the default of optional args)
+    noun: str = "values"  # what the choices are called in an error ("valid modes are: ...")
+
+
+def _args(*args: Arg) -> dict[str, Arg]:
+    return {a.name: a for a in args}
+
+
+#: Every model_arg of ``llava_futuremask``, in the order the README lists them.
+LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
+    Arg("pretrained", "str", "llava-hf/llava-1.5-7b-hf", "HF model id or local checkpoint folder"),
+    Arg("revision", "str", "main", "hub revision (branch, tag or commit)"),
+    Arg("trust_remote_code", "bool", False, "passed to from_pretrained"),
+    Arg("mode", "choice", "original", "the mask mode", choices=MODES, noun="modes"),
+    Arg("merge", "choice", "none", "light future-aware attention", choices=MERGES),
+    Arg("merge_pool", "choice", None, "merge pooling (default mean)", choices=POOLS, optional=True),
+    Arg("merge_kernel", "int", None, "merge smoothing kernel k (default 5)", minimum=1, optional=True),
+    Arg("merge_prefix", "int", None, "merge prefix / sink columns p (default 1)", minimum=1, optional=True),
+    Arg("dtype", "choice", "auto", "weights dtype", choices=DTYPE_NAMES),
+    Arg(
+        "autocast",
+        "choice",
+        "none",
+        "run under torch.autocast in this dtype (the paper: float16 weights, bfloat16 autocast)",
+        choices=AUTOCAST_NAMES,
+    ),  # fmt: skip
+    Arg("device", "str", None, "device of a single-process run (default cuda if available)", optional=True),
+    Arg("device_map", "str", None, "e.g. auto, to split a large model over the visible GPUs", optional=True),
+    Arg("attn_implementation", "choice", "sdpa", "attention backend", choices=ATTN_IMPLEMENTATIONS),
+    Arg("batch_size", "int", 1, "prompts per forward (left padded)", minimum=1),
+    Arg("max_batch_size", "int", None, "only for --batch_size auto, which is not supported", optional=True),
+    Arg("conv_template", "choice", "auto", "conversation template", choices=(), noun="templates"),  # filled below
+    Arg("max_new_tokens", "int", None, "overrides the task's max_new_tokens", minimum=1, optional=True),
+    Arg("on_error", "choice", "record", "what a failing sample does", choices=ON_ERROR),
+    Arg("milebench_context_len", "int", 4096, "MileBench context budget in tokens", minimum=1),
+    Arg(
+        "milebench_image_tokens",
+        "int",
+        None,
+        "visual tokens one image costs (default: the model's)",
+        minimum=1,
+        optional=True,
+    ),  # fmt: skip
+    Arg("milebench_pad_square", "bool", True, "pad MileBench images to a square with the mean colour"),
+    Arg("answer_cache", "str", None, "folder of the per-sample answer cache (resume)", optional=True),
+    Arg(
+        "cache_implementation",
+        "choice",
+        None,
+        "static: a fixed-shape KV cache",
+        choices=CACHE_IMPLEMENTATIONS,
+        optional=True,
+    ),  # fmt: skip
+)
+
+
+def _conv_templates() -> tuple[str, ...]:
+    from .prompting import CONV_TEMPLATES
+
+    return ("auto", *CONV_TEMPLATES)
+
+
+def _coerce(arg: Arg, value: Any) -> Any:
+    """The value in the arg's type, or a ModelArgsError saying what the arg takes."""
+    if value is None and arg.optional:
+        return None
+    if arg.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise _bad(arg, value, "true or false")
+    if arg.kind == "int":
+        number = value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise _bad(arg, value, _int_rule(arg))
+        if arg.minimum is not None and number < arg.minimum:
+            raise _bad(arg, value, _int_rule(arg))
+        return number
+    text = str(value)
+    if arg.kind == "choice" and text not in arg.choices:
+        raise ModelArgsError(f"model_args: {unknown_choice(arg.name, value, arg.choices, arg.noun)} ({arg.help})")
+    return text
+
+
+def _int_rule(arg: Arg) -> str:
+    return "an integer" + ("" if arg.minimum is None else f" >= {arg.minimum}")
+
+
+def _bad(arg: Arg, value: Any, rule: str) -> ModelArgsError:
+    return ModelArgsError(f"model_args: {arg.name}={value!r} is not valid; {arg.name} takes {rule} ({arg.help})")
+
+
+def check_pretrained(value: str) -> str:
+    """A local checkpoint folder must exist and hold a config.json; anything else shaped like a path is an error.
+
+    ``org/name`` that is not a local folder is a hub id (transformers fetches it); an absolute path, ``./x``,
+    ``~/x`` or ``a/b/c`` can only be a local folder.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelArgsError(f"model_args: pretrained={value!r} is a file; give the checkpoint folder")
+        if not (path / "config.json").is_file():
+            raise ModelArgsError(
+                f"model_args: pretrained={value!r} has no config.json; give the folder save_pretrained() wrote"
+            )
+        return value
+    looks_local = path.is_absolute() or value.startswith((".", "~")) or value.count("/") > 1 or "\\" in value
+    if looks_local:
+        raise ModelArgsError(
+            f"model_args: pretrained={value!r}: no such folder. Give an existing local checkpoint folder or a "
+            "Hugging Face model id such as llava-hf/llava-1.5-7b-hf"
+        )
+    return value
+
+
+def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FUTUREMASK_ARGS) -> dict[str, Any]:
+    """Checked model_args: every key of ``table`` with its value or default. Raises :class:`ModelArgsError`."""
+    unknown = sorted(set(raw) - set(table))
+    if unknown:
+        raise ModelArgsError(
+            f"model_args: unknown argument(s) {', '.join(unknown)}; valid model_args are: {', '.join(table)}"
+        )
+    if str(raw.get("batch_size", "")).startswith("auto"):
+        raise ModelArgsError("model_args: batch_size=auto is not supported; give a number, e.g. --batch_size 8")
+    values: dict[str, Any] = {}
+    for name, arg in table.items():
+        if name == "conv_template":
+            arg = Arg(**{**arg.__dict__, "choices": _conv_templates()})
+        values[name] = _coerce(arg, raw[name]) if name in raw else arg.default
+    if values.get("max_batch_size") is not None:
+        raise ModelArgsError(
+            "model_args: max_batch_size only applies to --batch_size auto, which is not supported; "
+            "drop it and give batch_size=N"
+        )
+    values["pretrained"] = check_pretrained(values["pretrained"])
+    merge_options = {k: values[k] for k in ("merge_pool", "merge_kernel", "merge_prefix") if values.get(k) is not None}
+    try:
+        merge_settings(values["merge"], values["mode"], merge_options)
+    except ValueError as error:
+        raise ModelArgsError(f"model_args: {error}") from None
+    return values

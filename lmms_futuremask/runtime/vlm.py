@@ -1,0 +1,241 @@
+"""A loaded VLM with its mode enabled: prompts in, batched answers and continuation scores out.
+
+This is the model side of a run and nothing else: no failure policy, no caching, no request bookkeeping (those
+live in :mod:`lmms_futuremask.runtime.runner`). Every method takes a whole batch and raises if any of it fails;
+the runner decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria
+
+from ..attention.integration import enable
+from .continuation import ContinuationScore, score_continuations
+from .prompting import DEFAULT_CONV_TEMPLATE, check_conv_template, render_prompt
+
+DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class Sample:
+    """One prompt: text with or without ``<image>`` placeholders, its images, and where it comes from.
+
+    A protocol that builds the model inputs itself (the paper's LLaVA pipeline for MileBench) also sets
+    ``input_ids`` (the whole prompt, images expanded to their visual positions) and ``pixel_values`` ``[N, 3, H, W]``;
+    the text then only describes the prompt. ``notes`` are protocol quirks the sample hit (counted per run).
+    """
+
+    context: str
+    images: list[Any] = field(default_factory=list)
+    where: str = "sample"
+    conv_template: str | None = None  # None: the VLM's template
+    input_ids: list[int] | None = None
+    pixel_values: torch.Tensor | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class GenerationSettings:
+    """What ``generate`` is asked for; built from a request's generation kwargs by the adapter."""
+
+    max_new_tokens: int = 1024
+    min_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float | None = None
+    num_beams: int = 1
+    until: tuple[str, ...] = ()
+    cache_implementation: str | None = None  # e.g. "static": a fixed-shape cache (compiled decode on GPUs)
+    stop_token_ids: tuple[int, ...] = ()  # a row also ends once it generated one of these (a stopping criterion)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``model.generate`` (EOS ids are added by the VLM, which knows the tokenizer)."""
+        sample = self.temperature > 0
+        extra = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
+        return extra | {
+            "do_sample": sample,
+            "temperature": self.temperature if sample else None,
+            "top_p": self.top_p if sample else None,
+            "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens or None,
+        }
+
+
+class StopAtTokens(StoppingCriteria):
+    """A ``generate`` stopping criterion: a row is done once its last token is one of ``ids``.
+
+    Unlike extra EOS ids, it is not suppressed by ``min_new_tokens`` (LLaVA's keyword criterion is not either).
+    """
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = torch.tensor(list(ids))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
+
+
+def cut_at_stop_strings(text: str, until: Sequence[str]) -> str:
+    """Text up to the first stop string (lmms-eval's ``until``)."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> Any:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (``"auto"`` stays ``"auto"``); unknown names raise naming the valid."""
+    from ..validation import check_choice
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return DTYPES[check_choice("dtype", dtype, DTYPES)]
+
+
+class VLM:
+    """A VLM, its processor and a conversation template, with the mode already enabled."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        conv_template: str = DEFAULT_CONV_TEMPLATE,
+        autocast: str | torch.dtype | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.conv_template = check_conv_template(conv_template)
+        self.autocast = None if autocast in (None, "none") else resolve_dtype(autocast)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str,
+        mode: str = "original",
+        merge: str = "none",
+        dtype: str | torch.dtype = "auto",
+        device: str | None = None,
+        device_map: str | None = None,
+        attn_implementation: str = "sdpa",
+        conv_template: str = DEFAULT_CONV_TEMPLATE,
+        revision: str = "main",
+        trust_remote_code: bool = False,
+        autocast: str | None = None,
+        **merge_options: Any,
+    ) -> VLM:
+        """Load model and processor, move the model to ``device`` (unless ``device_map``) and enable the mode."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            pretrained,
+            revision=revision,
+            dtype=resolve_dtype(dtype),
+            device_map=device_map or None,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        ).eval()
+        if not device_map:
+            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        enable(model, mode, merge, **merge_options)
+        processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+        return cls(model, processor, conv_template=conv_template, autocast=autocast)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the inputs go (the first parameter's device)."""
+        return next(self.model.parameters()).device
+
+    def prompt(self, sample: Sample) -> str:
+        """The full prompt text of a sample: images placed, conversation template applied."""
+        template = sample.conv_template or self.conv_template
+        return render_prompt(sample.context, len(sample.images), template, sample.where)
+
+    def encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """Processor outputs of a left-padded batch, on the model's device (pixels in the model's dtype)."""
+        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return dict(inputs)
+
+    def inputs(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Model inputs of a batch: through the processor, or left-padded from the samples' own ``input_ids``."""
+        built = [s.input_ids is not None for s in samples]
+        if not any(built):
+            return self.encode([self.prompt(s) for s in samples], [img for s in samples for img in s.images])
+        if not all(built):
+            raise ValueError("a batch cannot mix samples with ready input_ids and samples rendered by the processor")
+        width = max(len(s.input_ids) for s in samples)
+        input_ids = torch.full((len(samples), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, sample in enumerate(samples):
+            input_ids[row, width - len(sample.input_ids) :] = torch.tensor(sample.input_ids)
+            attention_mask[row, width - len(sample.input_ids) :] = 1
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+        pixels = [s.pixel_values for s in samples if s.pixel_values is not None and len(s.pixel_values)]
+        if pixels:
+            inputs["pixel_values"] = torch.cat(pixels).to(self.device, self.model.dtype)
+        return inputs
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Visual tokens one image costs (LLaVA-1.5: 576)."""
+        return int(getattr(self.model.config, "image_seq_length", None) or 576)
+
+    def estimated_length(self, text: str, n_images: int) -> int:
+        """Prompt tokens (text plus visual tokens), for grouping similar lengths into a batch."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) + n_images * self.tokens_per_image
+
+    @torch.inference_mode()
+    def generate_batch(self, samples: list[Sample], settings: GenerationSettings) -> list[str]:
+        """Answers of a batch, in order; a batch of any size gives the tokens of one-at-a-time runs."""
+        inputs = self.inputs(samples)
+        extra = {"stopping_criteria": [StopAtTokens(settings.stop_token_ids)]} if settings.stop_token_ids else {}
+        with self._autocast():
+            output = self.model.generate(
+                **inputs,
+                **settings.generate_kwargs(),
+                **extra,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop_strings(t, settings.until) for t in texts]
+
+    def continuation_tokens(self, prompt: str, continuation: str) -> list[int]:
+        """Tokens of ``continuation`` as they follow ``prompt`` (split the joint encoding where it agrees)."""
+        whole = self.tokenizer.encode(prompt + continuation)
+        head = self.tokenizer.encode(prompt)
+        if whole[: len(head)] == head and len(whole) > len(head):
+            return whole[len(head) :]
+        return self.tokenizer.encode(continuation, add_special_tokens=False)
+
+    def score_batch(self, samples: list[Sample], continuations: list[str]) -> list[ContinuationScore]:
+        """Log-likelihood of each continuation after its prompt; the prompt alone is prefilled under the mode."""
+        prompts = [self.prompt(s) for s in samples]
+        tokens = [self.continuation_tokens(p, c) for p, c in zip(prompts, continuations, strict=True)]
+        with self._autocast():
+            return score_continuations(self.model, self.inputs(samples), tokens, self.tokenizer.pad_token_id)
+
+    def probe(self) -> None:
+        """Run one tiny prompt with one synthetic image through the whole model (two new tokens, so a decode step
+        too); raises what the model raises. Tells a model that fails as a whole from a sample that fails."""
+        from PIL import Image
+
+        image = Image.new("RGB", (64, 64), (127, 127, 127))
+        self.generate_batch([Sample("Describe the image.", [image], "probe")], GenerationSettings(2, 2))
