@@ -41,6 +41,7 @@ def reference_mask(is_visual, mode, attention_mask):
         "future_v2v": lambda qv, kv: qv and kv,
         "future_v2t": lambda qv, kv: qv and not kv,
         "mma": lambda qv, kv: qv != kv,
+        "causal": lambda qv, kv: False,  # on a causal model, M^c itself
     }
     for b in range(batch):
         for i in range(length):
@@ -91,3 +92,21 @@ def manual_greedy(stock_eager_model, inputs, mode, max_new_tokens, eos_token_id)
     assert inputs["input_ids"].shape[0] == 1
     prefill = stock_prefill(stock_eager_model, inputs, mode)
     return causal_decode(stock_eager_model, prefill, inputs["attention_mask"], max_new_tokens, eos_token_id)[0].tolist()
+
+
+def emulated_flash_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """What transformers' flash_attention_2 does, on the CPU: causal (bottom-right), the layer's sliding window (a
+    query sees the ``sliding_window`` keys up to its own) and a 2D padding mask."""
+    lq, lk = query.shape[2], key.shape[2]
+    key_pos, query_pos = torch.arange(lk)[None, :], torch.arange(lq)[:, None] + (lk - lq)
+    allowed = key_pos <= query_pos
+    if kwargs.get("sliding_window"):
+        allowed &= key_pos > query_pos - kwargs["sliding_window"]
+    allowed = allowed[None, None].expand(query.shape[0], 1, lq, lk)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, -lk:].bool()
+    groups = query.shape[1] // key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed, scale=scaling
+    )
+    return out.transpose(1, 2).contiguous(), None

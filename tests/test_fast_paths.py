@@ -5,8 +5,7 @@ import torch
 from torch.nn.attention.flex_attention import flex_attention
 
 from lmms_futuremask import MODES
-from lmms_futuremask.attention.integration import prefill_mask
-from lmms_futuremask.attention.masks import build_mask
+from lmms_futuremask.attention.masks import FUTURE_MODES, build_mask, mask_function
 
 
 def layout():
@@ -24,7 +23,9 @@ def test_flex_block_mask_attention_equals_sdpa_with_the_bool_mask(mode):
     vis, real = layout()
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, 300, 16, generator=gen) for _ in range(3))
-    block_mask = prefill_mask(vis, mode, real, "flex_attention", torch.float32)
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    block_mask = create_block_mask(mask_function(mode, vis, real), 2, None, 300, 300, device="cpu")
     allowed = build_mask(vis, mode, real)
     got = flex_attention(q, k, v, block_mask=block_mask)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
@@ -32,11 +33,11 @@ def test_flex_block_mask_attention_equals_sdpa_with_the_bool_mask(mode):
     torch.testing.assert_close(got[rows], expected[rows], atol=1e-5, rtol=1e-5)
     dense = block_mask.to_dense()  # 128-token blocks: the block sparsity follows the mode
     assert dense.shape[-2:] == (3, 3)
-    assert bool(dense[0, 0, 0, 2]) == (mode != "original")  # block 0 holds visual queries, block 2 their future
+    assert bool(dense[0, 0, 0, 2]) == (mode in FUTURE_MODES)  # block 0 holds visual queries, block 2 their future
 
 
 @pytest.mark.parametrize("mode", ["future_v2v", "mma"])
-def test_flex_attention_model_prefill_equals_sdpa(tiny_model_dir, mode):
+def test_flex_attention_model_prefill_equals_sdpa(tiny_model_dir, mode, fresh_compiler):
     """The real model on attn_implementation=flex_attention (compiled by transformers; prefill only: torch's CPU
     flex kernel does not compile for single-token decode steps, a stock limitation, so decode is not run here)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -59,6 +60,8 @@ def test_flex_attention_model_prefill_equals_sdpa(tiny_model_dir, mode):
 
 from lmms_futuremask.attention.segments import SegmentContext, reference_kernel, segment_attention  # noqa: E402
 
+from .helpers import emulated_flash_attention  # noqa: E402
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_segments_equal_sdpa_with_the_bool_mask(mode):
@@ -74,20 +77,6 @@ def test_segments_equal_sdpa_with_the_bool_mask(mode):
     ).transpose(1, 2)
     rows = real.bool()
     torch.testing.assert_close(got[rows], expected[rows], atol=1e-5, rtol=1e-5)
-
-
-def emulated_flash_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """What transformers' flash_attention_2 does, on the CPU: causal (bottom-right) plus a 2D padding mask."""
-    lq, lk = query.shape[2], key.shape[2]
-    allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
-    allowed = allowed[None, None].expand(query.shape[0], 1, lq, lk)
-    if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, -lk:].bool()
-    groups = query.shape[1] // key.shape[1]
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed, scale=scaling
-    )
-    return out.transpose(1, 2).contiguous(), None
 
 
 @pytest.mark.parametrize("mode", ["future", "future_v2t", "mma"])
@@ -106,7 +95,7 @@ def test_flash_attention_model_equals_sdpa(tiny_model_dir, monkeypatch, mode):
     flash = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     monkeypatch.setattr(flash.get_decoder().config, "_attn_implementation", "flash_attention_2")
     fm.enable(flash, mode)
-    assert flash.get_decoder().config._attn_implementation == "futuremask_segments_flash_attention_2"
+    assert flash.get_decoder().config._attn_implementation == "futuremask_flash_attention_2"
     with torch.inference_mode():
         real = inputs["attention_mask"].bool()
         torch.testing.assert_close(flash(**inputs).logits[real], sdpa(**inputs).logits[real], atol=5e-5, rtol=1e-4)

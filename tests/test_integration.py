@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lmms_futuremask as fm
+from lmms_futuremask.attention.masks import FUTURE_MODES
 from lmms_futuremask.runtime.continuation import position_ids_from
 
 from .helpers import PROMPTS, manual_greedy, processor_inputs, stock_prefill
@@ -52,8 +53,9 @@ def test_future_modes_change_the_prefill(tiny_model_dir, processor):
     for mode in fm.MODES:
         with torch.inference_mode():
             logits[mode] = fm.enable(load(tiny_model_dir), mode)(**inputs).logits
-    for mode in fm.MODES[1:]:
+    for mode in FUTURE_MODES:
         assert not torch.allclose(logits[mode], logits["original"]), mode
+    assert torch.equal(logits["causal"], logits["original"])  # LLaVA's stock mask is causal already
     assert not torch.allclose(logits["future_v2v"], logits["future_v2t"])
 
 
@@ -70,22 +72,24 @@ def test_generate_equals_masked_prefill_then_causal_decode(tiny_model_dir, proce
 
 
 def test_decode_steps_receive_no_custom_mask(tiny_model_dir, processor):
+    """Only the prompt prefill carries the mode to the attention calls; decode steps are the stock causal path."""
     model = fm.enable(load(tiny_model_dir), "future")
     seen = []
 
     def spy(module, args, kwargs):
         mask = kwargs.get("attention_mask")
-        seen.append((kwargs["inputs_embeds"].shape[1], None if mask is None else mask.dim()))
+        seen.append((kwargs["inputs_embeds"].shape[1], "futuremask" in kwargs, None if mask is None else mask.dim()))
 
+    # Registered after enable(): runs after its hook, so it sees what the decoder receives.
     handle = model.get_decoder().register_forward_pre_hook(spy, with_kwargs=True)
     inputs = processor_inputs(processor, PROMPTS[:2])
     with torch.inference_mode():
         greedy(model, inputs)
     handle.remove()
     prompt_length = inputs["input_ids"].shape[1]
-    assert seen[0] == (prompt_length, 4)
+    assert seen[0] == (prompt_length, True, 2)
     assert len(seen) == NEW_TOKENS
-    assert all(length == 1 and dims == 2 for length, dims in seen[1:]), seen
+    assert all(length == 1 and not carried and dims == 2 for length, carried, dims in seen[1:]), seen
 
 
 @pytest.mark.parametrize("mode", fm.MODES)

@@ -17,7 +17,7 @@ def brute_force(is_visual, mode, attention_mask=None):
                 qv, kv = bool(is_visual[b, i]), bool(is_visual[b, j])
                 if j <= i:
                     ok = True
-                elif mode == "original":
+                elif mode in ("original", "causal"):
                     ok = False
                 elif mode == "future":
                     ok = qv

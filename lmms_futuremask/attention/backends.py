@@ -1,5 +1,6 @@
-"""Our attention backends for transformers: a base backend (sdpa, eager, flex, flash) on every call, plus a rewrite
-at the prefills that carry our keyword (merge, flash segments). One place registers them and finds their base."""
+"""Our attention backend for transformers: ``futuremask_<base>`` runs a base backend (sdpa, eager, flex, flash) on
+every call and changes only the prefills that carry our ``futuremask`` keyword (see
+:mod:`lmms_futuremask.attention.integration`). One place registers it and finds its base."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import sys
 from collections.abc import Callable
 
 import torch
+
+#: Our backends are named ``futuremask_<base>``; transformers builds their masks as for ``<base>``.
+BACKEND_PREFIX = "futuremask_"
 
 
 @functools.cache

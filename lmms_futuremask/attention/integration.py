@@ -1,15 +1,19 @@
-"""Apply a mode to a Hugging Face VLM at prefill only.
+"""Apply a mode to a Hugging Face VLM at prefill only, on top of each layer's own mask.
 
-Two forward pre-hooks do the work:
+Three pieces, and no per-family branch:
 
-* on the top-level model, which still sees ``input_ids``: find the visual positions of the call
-  (``config.image_token_id``) and keep them for the decoder call that follows;
-* on the language model (the decoder), which sees the embedded sequence: if this call is a prompt prefill
-  (empty cache) with visual tokens, swap its 2D padding mask for the mode's 4D mask, rendered for the attention
-  backend.
+* a forward pre-hook on the top-level model, which still sees ``input_ids``, records the prompt's visual positions
+  (the config's image / video token ids, see :func:`visual_token_ids_of`);
+* a forward pre-hook on the language model (the decoder) turns a prompt prefill (empty cache, visual tokens) into a
+  :class:`Prefill` handed down as the ``futuremask`` keyword, which transformers passes to every attention call;
+* the decoder's attention backend is ours (``futuremask_<base>``, registered in :mod:`.backends`): on calls without
+  a :class:`Prefill` (decode steps, text-only prompts, the vision tower) it is the base backend untouched; at a
+  prefill it reads the mask transformers built for that layer (causal, sliding window, chunks, image blocks,
+  padding; :mod:`.native`), adds the mode's later keys (:func:`.masks.overlay`) and runs the base kernel with it,
+  or the merge (:mod:`.merge`) or flash-attn segments (:mod:`.segments`) on top of that layer's mask.
 
-Decode steps carry no visual token and a non-empty cache, so they run the stock causal path untouched. ``generate``
-keeps its own 2D mask throughout (it refuses 4D masks), and ``mode="original"`` installs no hook at all.
+Decode steps extend the cache causally, exactly as in the stock model; ``mode="original"`` installs nothing. A
+prompt with images on which the mode was never applied raises instead of silently running the stock model.
 """
 
 from __future__ import annotations
@@ -20,15 +24,84 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import MODES, build_mask, check_mode, mask_function
-from .merge import MERGE_BACKEND_PREFIX, MergeContext, MergeSettings, merge_settings, register_merge_backend
-from .segments import FLASH_BACKENDS, SEGMENTS_BACKEND_PREFIX, SegmentContext, register_segments_backend
+from . import merge as merging
+from .backends import BACKEND_PREFIX, register_backend, scaling_of
+from .masks import RESTRICTED_MODES, check_mode
+from .merge import MergeContext, MergeSettings, merge_settings
+from .native import allowed, module_is_causal, real_keys, render
+from .segments import FLASH_BACKENDS, SegmentContext, segment_attention
 
-#: Attention backends that run every mode exactly: explicit masks (sdpa, eager), a BlockMask built from the mask
-#: function (flex), or segments merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.attention.segments`).
+#: Attention backends that run every mode exactly: explicit masks (sdpa, eager), a BlockMask (flex), or segments
+#: merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.attention.segments`).
 MASKED_BACKENDS = ("sdpa", "eager", "flex_attention", *FLASH_BACKENDS)
 
 _STATE_ATTR = "_futuremask"
+_VISUAL_ID_NAMES = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+
+
+@dataclass
+class PromptLayout:
+    """What the top-level call tells the decoder call that follows it."""
+
+    is_visual: torch.Tensor
+    has_pixels: bool
+
+
+@dataclass
+class Prefill:
+    """One prompt prefill: where its visual tokens are, the mode, and each layer type's rendering (computed at the
+    first layer that receives a given mask object, reused by the others)."""
+
+    is_visual: torch.Tensor  # [B, L] bool
+    mode: str
+    merge: MergeSettings | None
+    base: str
+    layers: frozenset[int]  # ids of the decoder layers' modules: only their attention calls are changed
+    applied: int = 0
+    _per_mask: dict = field(default_factory=dict, repr=False)
+
+    def covers(self, module: nn.Module) -> bool:
+        """Whether an attention call of ``module`` belongs to the decoder layers of this prefill."""
+        return id(module) in self.layers
+
+    def _layer(self, mask: Any, module: nn.Module, kwargs: dict, query: torch.Tensor, key: torch.Tensor):
+        """``(native [B,1,L,K] bool, real keys [B,L], cache dict)`` of the layer type ``mask`` stands for."""
+        entry_key = (id(mask), module_is_causal(module, kwargs), kwargs.get("sliding_window"))
+        if entry_key not in self._per_mask:
+            batch, length = self.is_visual.shape
+            native = allowed(mask, module, kwargs, self.base, batch, length, key.shape[2], query.device)
+            self._per_mask[entry_key] = (native, real_keys(native, length), {})
+        return self._per_mask[entry_key]
+
+    def attend(self, module, query, key, value, mask, base_fn, args, kwargs):
+        """The layer's attention at this prefill: its own mask plus the mode, on the base backend."""
+        length = self.is_visual.shape[1]
+        if query.shape[2] != length:
+            raise RuntimeError(
+                f"a prefill attention call has {query.shape[2]} queries but the prompt has {length} positions; "
+                "the future mask cannot be placed"
+            )
+        self.applied += 1
+        native, real, cache = self._layer(mask, module, kwargs, query, key)
+        if self.merge is not None:
+            output, _ = base_fn(module, query, key, value, mask, *args, **kwargs)
+            if "merge" not in cache:
+                cache["merge"] = MergeContext(self.is_visual, real, self.mode, self.merge, native=native[:, 0])
+            merging.merge_visual_rows(output, query, key, value, cache["merge"], scaling_of(module, query, kwargs))
+            return output, None  # the kernel's weights no longer describe the visual rows
+        if self.base in FLASH_BACKENDS:
+            if self.mode in RESTRICTED_MODES:  # flash computes causal (+ window) attention natively
+                return base_fn(module, query, key, value, mask, *args, **kwargs)
+            if not module_is_causal(module, kwargs):
+                raise NotImplementedError(
+                    f"{type(module).__name__} attends bidirectionally; future modes on flash-attn need a causal "
+                    "layer. Use attn_implementation=sdpa, eager or flex_attention for this model."
+                )
+            context = SegmentContext(self.is_visual, real, self.mode, window=kwargs.get("sliding_window"))
+            return segment_attention(query, key, value, context, scaling_of(module, query, kwargs)), None
+        if "mask" not in cache:
+            cache["mask"] = render(mask, native, self.is_visual, self.mode, real, self.base, query.dtype)
+        return base_fn(module, query, key, value, cache["mask"], *args, **kwargs)
 
 
 @dataclass
@@ -40,34 +113,30 @@ class FutureMaskState:
     visual_token_ids: tuple[int, ...]
     base_backend: str = "sdpa"
     installed_backend: str = "sdpa"  # the decoder's attn_implementation as enable() left it
+    layers: frozenset[int] = frozenset()
     handles: list[Any] = field(default_factory=list)
     pending: PromptLayout | None = None
-
-
-@dataclass(frozen=True)
-class PromptLayout:
-    """What the top-level call tells the decoder call that follows it."""
-
-    is_visual: torch.Tensor
-    padding_mask: torch.Tensor | None
-    has_pixels: bool
+    active: Prefill | None = None
 
 
 def visual_token_ids_of(config: Any) -> tuple[int, ...]:
-    """Token ids that stand for visual positions in a VLM config (image and, where present, video tokens)."""
-    ids = []
-    for name in ("image_token_id", "image_token_index", "video_token_id", "video_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value >= 0 and value not in ids:
-            ids.append(value)
-    return tuple(ids)
+    """Token ids that stand for visual positions: the config's image and video token ids, or, where the top-level
+    config has none (Phi-4-multimodal), those of its ``vision_config``."""
+    for candidate in (config, getattr(config, "vision_config", None)):
+        ids = []
+        for name in _VISUAL_ID_NAMES:
+            value = getattr(candidate, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and value not in ids:
+                ids.append(value)
+        if ids:
+            return tuple(ids)
+    return ()
 
 
 def attn_implementation_of(module: nn.Module) -> str:
-    """The module's attention backend, seen through our wrappers (``futuremask_merge_sdpa`` is ``sdpa``)."""
+    """The module's attention backend, seen through our wrapper (``futuremask_sdpa`` is ``sdpa``)."""
     config = getattr(module, "config", None)
-    name = str(getattr(config, "_attn_implementation", None) or "eager")
-    return name.removeprefix(MERGE_BACKEND_PREFIX).removeprefix(SEGMENTS_BACKEND_PREFIX)
+    return str(getattr(config, "_attn_implementation", None) or "eager").removeprefix(BACKEND_PREFIX)
 
 
 def check_backend(attn_implementation: str, mode: str) -> None:
@@ -80,54 +149,13 @@ def check_backend(attn_implementation: str, mode: str) -> None:
         )
 
 
-def render_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a boolean ``[B, 1, L, L]`` mask into what the backend's attention function adds or selects with.
-
-    sdpa takes the boolean mask itself; eager adds a float mask (0 where allowed, the dtype's minimum elsewhere).
-    A bool mask on eager would be silently wrong, hence the explicit rendering.
-    """
-    if attn_implementation == "sdpa":
-        return allowed
-    if attn_implementation == "eager":
-        zero = torch.zeros((), dtype=dtype, device=allowed.device)
-        blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
-        return torch.where(allowed, zero, blocked)
-    raise ValueError(f"render_mask renders sdpa and eager masks, not {attn_implementation!r}")
-
-
-def prefill_mask(is_visual: torch.Tensor, mode: str, padding_mask: torch.Tensor | None, backend: str, dtype):
-    """The mode's prompt mask in the backend's own form: bool (sdpa), additive (eager) or a BlockMask (flex)."""
-    if backend == "flex_attention":
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        batch, length = is_visual.shape
-        fn = mask_function(mode, is_visual, padding_mask)
-        return create_block_mask(fn, batch, None, length, length, device=is_visual.device)
-    return render_mask(build_mask(is_visual, mode, padding_mask), backend, dtype)
-
-
-def _mask_key_length(past_key_values: Any, query_length: int) -> int:
-    """How many keys the kernel sees at this call: the prompt, or every slot of a fixed-size cache."""
-    if past_key_values is not None and hasattr(past_key_values, "get_mask_sizes"):
-        return int(past_key_values.get_mask_sizes(query_length, 0)[0])
-    return query_length
-
-
-def _extend_keys(mask, key_length: int):
-    """Pad a prompt mask ``[B, 1, L, L]`` with masked columns up to ``key_length`` (a static cache's length)."""
-    if not isinstance(mask, torch.Tensor):
-        if mask.shape[-1] != key_length:  # a flex BlockMask: built for the prompt's keys only
-            raise NotImplementedError("flex_attention with a static cache is not supported; use sdpa or eager")
-        return mask
-    extra = key_length - mask.shape[-1]
-    if extra <= 0:
-        return mask
-    fill = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
-    return torch.nn.functional.pad(mask, (0, extra), value=fill)
-
-
 def find_decoder(model: nn.Module) -> nn.Module:
     """The text decoder of a VLM: the module that turns embeddings into hidden states under a causal mask."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"{type(model).__name__} is an encoder-decoder model; future masks change a decoder-only VLM's prompt "
+            "prefill (its encoder already attends bidirectionally), so this model is not supported"
+        )
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or decoder is model:
         raise ValueError(
@@ -137,12 +165,38 @@ def find_decoder(model: nn.Module) -> nn.Module:
     return decoder
 
 
+def decoder_layers(decoder: nn.Module) -> frozenset[int]:
+    """Ids of every module inside the decoder's layer stack (the shallowest ``layers`` list): attention calls of other
+    modules (a vision tower embedded in the decoder, as in Phi-4-multimodal) are left alone."""
+    lists = [(n.count("."), m) for n, m in decoder.named_modules() if n.split(".")[-1] == "layers"]
+    lists = [(depth, m) for depth, m in lists if isinstance(m, nn.ModuleList)]
+    root = min(lists, key=lambda item: item[0])[1] if lists else decoder
+    return frozenset(id(m) for m in root.modules())
+
+
 def _cache_length(past_key_values: Any) -> int:
     if past_key_values is None:
         return 0
     if hasattr(past_key_values, "get_seq_length"):
         return int(past_key_values.get_seq_length())
     return int(past_key_values[0][0].shape[-2])
+
+
+def _attention(base: str):
+    from .backends import base_attention
+
+    def attention(module, query, key, value, attention_mask, *args, futuremask: Prefill | None = None, **kwargs):
+        base_fn = base_attention(type(module), base)
+        if futuremask is None or not futuremask.covers(module):
+            return base_fn(module, query, key, value, attention_mask, *args, **kwargs)
+        return futuremask.attend(module, query, key, value, attention_mask, base_fn, args, kwargs)
+
+    return attention
+
+
+def register_futuremask_backend(base: str) -> str:
+    """Register ``futuremask_<base>`` with transformers (attention and mask interfaces); returns its name."""
+    return register_backend(f"{BACKEND_PREFIX}{base}", base, _attention(base))
 
 
 def enable(
@@ -156,18 +210,18 @@ def enable(
     """Patch ``model`` so that prompts are prefilled under ``mode`` and decoding stays causal; returns ``model``.
 
     ``merge="kernel"`` (options ``merge_pool``, ``merge_kernel``, ``merge_prefix``) is the light variant: visual
-    rows stay causal and their future scores are pooled into the prefix logits (see
-    :mod:`lmms_futuremask.attention.merge`).
-    Calling it again reconfigures the model; :func:`disable` restores the stock behaviour.
+    rows keep their layer's own mask and the future scores the mode would open are pooled into the prefix logits
+    (see :mod:`lmms_futuremask.attention.merge`). Calling it again reconfigures the model; :func:`disable` restores
+    the stock behaviour.
     """
     check_mode(mode)
     settings = merge_settings(merge, mode, merge_options)
+    decoder = find_decoder(model)
     ids = tuple(visual_token_ids) if visual_token_ids is not None else visual_token_ids_of(model.config)
     if not ids:
         raise ValueError(
             f"{type(model).__name__}.config has no image_token_id; pass visual_token_ids=(...) to enable()"
         )
-    decoder = find_decoder(model)
     check_backend(attn_implementation_of(decoder), mode)
 
     disable(model)
@@ -176,69 +230,75 @@ def enable(
     setattr(model, _STATE_ATTR, state)
     if mode == "original":
         return model
-    if settings is not None:
-        decoder.config._attn_implementation = register_merge_backend(base)
-    elif base in FLASH_BACKENDS:
-        decoder.config._attn_implementation = register_segments_backend(base)
+    decoder.config._attn_implementation = {"": register_futuremask_backend(base)}  # this config only, not its parts
     state.installed_backend = decoder.config._attn_implementation
+    state.layers = decoder_layers(decoder)
+    id_tensor = torch.tensor(ids)
+
+    def visual(input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.isin(input_ids, id_tensor.to(input_ids.device))
 
     def remember_visual_positions(module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
+        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
         if input_ids is None:
             state.pending = None
-            if kwargs.get("pixel_values") is not None:
+            if has_pixels:
                 raise ValueError(
                     "future masks locate visual tokens through input_ids; call the model with input_ids, "
                     "not inputs_embeds"
                 )
             return None
-        id_tensor = torch.tensor(state.visual_token_ids, device=input_ids.device)
-        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
-        state.pending = PromptLayout(torch.isin(input_ids, id_tensor), kwargs.get("attention_mask"), has_pixels)
+        state.pending = PromptLayout(visual(input_ids), has_pixels)
         return None
 
-    def swap_in_prompt_mask(module, args, kwargs):
+    def check_applied_at_top(module, args, kwargs, output):
         layout, state.pending = state.pending, None
-        if layout is None or not bool(layout.is_visual.any()):
+        if output is None:  # the forward raised: let its own error through
+            return
+        if layout is not None and layout.has_pixels and bool(layout.is_visual.any()):
+            raise RuntimeError(
+                f"{type(module).__name__} ran a prompt with images but its decoder ({type(decoder).__name__}) was "
+                "never called with it: the future mask was not applied. This model is not supported by enable()."
+            )
+
+    def start_prefill(module, args, kwargs):
+        layout, state.pending = state.pending, None
+        own_ids = kwargs.get("input_ids")  # a decoder that embeds images itself (Phi-4-multimodal) sees the ids
+        is_visual = visual(own_ids) if own_ids is not None else (layout.is_visual if layout else None)
+        if is_visual is None or not bool(is_visual.any()):
             return None
-        is_visual, padding_mask = layout.is_visual, layout.padding_mask
         if _cache_length(kwargs.get("past_key_values")) > 0:
             # Decode steps (even one that happens to emit the image token id) extend the cache causally.
-            if layout.has_pixels:
+            if layout is not None and layout.has_pixels:
                 raise NotImplementedError(
                     "future masks apply to a whole-prompt prefill; this call adds images to a non-empty cache"
                 )
             return None
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is None or embeds.shape[:2] != is_visual.shape:
-            raise RuntimeError("the decoder call does not match the prompt seen by the model; cannot place the mask")
-        # A static cache hands the kernel keys for all its slots: the mask spans them (the empty ones stay masked).
-        key_length = _mask_key_length(kwargs.get("past_key_values"), is_visual.shape[1])
-        if padding_mask is not None and padding_mask.dim() == 4:
-            # generate() may hand over a ready 4D mask (static caches): its last row holds the prompt's padding.
-            last_row = padding_mask[:, 0, -1, : is_visual.shape[1]]
-            padding_mask = last_row if last_row.dtype == torch.bool else last_row > torch.finfo(last_row.dtype).min / 2
         if module.config._attn_implementation != state.installed_backend:
             raise ValueError(
                 f"the attention backend changed after enable() ({state.installed_backend!r} -> "
                 f"{module.config._attn_implementation!r}); call enable() again so the mode follows it"
             )
-        backend = attn_implementation_of(module)
-        real_key = torch.ones_like(is_visual) if padding_mask is None else padding_mask.bool()
-        if state.merge is not None:
-            # Visual rows stay causal, so the stock causal mask (and sdpa's is_causal fast path) is kept; the merge
-            # backend adds their pooled future to the prefix logits.
-            kwargs["futuremask_merge"] = MergeContext(is_visual, real_key, state.mode, state.merge)
-        elif backend in FLASH_BACKENDS:  # flash takes no mask: the segments backend computes the prefill itself
-            kwargs["futuremask_segments"] = SegmentContext(is_visual, real_key, state.mode)
-        else:
-            mask = prefill_mask(is_visual, state.mode, padding_mask, backend, embeds.dtype)
-            kwargs["attention_mask"] = _extend_keys(mask, key_length)
+        state.active = Prefill(is_visual, state.mode, state.merge, base, state.layers)
+        kwargs["futuremask"] = state.active
         return args, kwargs
+
+    def check_applied(module, args, kwargs, output):
+        prefill, state.active = state.active, None
+        if output is None:  # the forward raised: let its own error through
+            return
+        if prefill is not None and prefill.applied == 0:
+            raise RuntimeError(
+                f"the decoder {type(module).__name__} ran a prompt prefill with visual tokens, but none of its "
+                "attention calls received the future mask; this model is not supported by enable()"
+            )
 
     state.handles = [
         model.register_forward_pre_hook(remember_visual_positions, with_kwargs=True),
-        decoder.register_forward_pre_hook(swap_in_prompt_mask, with_kwargs=True),
+        model.register_forward_hook(check_applied_at_top, with_kwargs=True, always_call=True),
+        decoder.register_forward_pre_hook(start_prefill, with_kwargs=True),
+        decoder.register_forward_hook(check_applied, with_kwargs=True, always_call=True),
     ]
     return model
 
@@ -250,7 +310,7 @@ def disable(model: nn.Module) -> nn.Module:
         for handle in state.handles:
             handle.remove()
         if state.mode != "original":
-            find_decoder(model).config._attn_implementation = state.base_backend
+            find_decoder(model).config._attn_implementation = {"": state.base_backend}
         delattr(model, _STATE_ATTR)
     return model
 
@@ -261,4 +321,4 @@ def current_mode(model: nn.Module) -> str | None:
     return None if state is None else state.mode
 
 
-__all__ = ["MODES", "enable", "disable", "current_mode", "render_mask", "visual_token_ids_of"]
+__all__ = ["enable", "disable", "current_mode", "visual_token_ids_of"]

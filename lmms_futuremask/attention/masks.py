@@ -1,10 +1,17 @@
-"""The future-aware mask family as pure predicates.
+"""The future-aware mask family as pure predicates, and how a mode changes a layer's own mask.
 
-Every mode is the causal mask OR-ed with a *relaxation*: a predicate over the modality of the query and of the key
-that says when a query may also look at a later key. Everything else in the package (the boolean mask, its
-per-backend rendering, the transformers hooks) is plumbing around :data:`RELAXATIONS`.
+Every layer of a model has its *native* mask: causal for LLaVA, a sliding window or chunks on some layers (Gemma 3,
+Mistral, Cohere 2, Llama 4), bidirectional image blocks (Gemma 3) or a bidirectional prefix (PaliGemma), and always
+no padding key. A mode changes it in one of two ways, defined here and nowhere else:
 
-The functions follow transformers' ``masking_utils`` / FlexAttention ``mask_mod`` convention: a mask function is
+* a **relaxation** (:data:`RELAXATIONS`): a predicate over the modality of the query and of a *later* key that says
+  when the query may also attend that key; the layer's mask becomes ``native OR (later AND relax AND key is real)``.
+  ``original`` relaxes nothing (and is never installed at all: the stock model runs);
+* a **restriction** (``causal``): the layer's mask becomes ``native AND (key is not later)``: the paper's M^c on
+  models whose stock mask is not causal, keeping each layer's window or chunk limits.
+
+Everything else in the package (rendering per backend, hooks, kernels) is plumbing around :func:`overlay`. The
+functions follow transformers' ``masking_utils`` / FlexAttention ``mask_mod`` convention: a mask function is
 ``fn(batch_idx, head_idx, q_idx, kv_idx) -> bool`` and True means "the query may attend the key".
 """
 
@@ -13,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from ..validation import check_choice
 
 Relaxation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,43 +59,85 @@ RELAXATIONS: dict[str, Relaxation] = {
     "future_v2t": _visual_to_text,
     # Modality-Mutual Attention, generalised: any query sees later tokens of the other modality.
     "mma": _across_modalities,
+    # Mc on any model: no later key at all (a restriction, see RESTRICTED_MODES), so it relaxes nothing.
+    "causal": _nothing,
 }
 
-#: The valid ``mode`` strings, in the order the README and the paper list them.
-MODES: tuple[str, ...] = tuple(RELAXATIONS)
+#: Modes that take later keys away from the layer's own mask instead of adding some.
+RESTRICTED_MODES: tuple[str, ...] = ("causal",)
+#: Modes that open later keys (the paper's future masks and mma).
+FUTURE_MODES: tuple[str, ...] = ("future", "future_v2v", "future_v2t", "mma")
+#: The valid ``mode`` strings, in the order the README lists them.
+MODES: tuple[str, ...] = ("original", *FUTURE_MODES, *RESTRICTED_MODES)
 
 
 def check_mode(mode: str) -> str:
     """Return ``mode`` if it names a mask of the family, else raise a ValueError listing the valid ones."""
-    if mode not in RELAXATIONS:
-        raise ValueError(f"unknown mode {mode!r}; valid modes are: {', '.join(MODES)}")
-    return mode
+    return check_choice("mode", mode, MODES, noun="modes")
+
+
+def later_keys(is_visual: torch.Tensor, mode: str, real_key: torch.Tensor, key_length: int | None = None):
+    """``[B, 1, L, K]`` bool: the later keys ``mode`` opens to each query (never padding, never past the prompt).
+
+    ``is_visual`` / ``real_key`` are ``[B, L]``; ``K = key_length`` (default ``L``) covers a static cache's empty
+    slots, which stay closed.
+    """
+    batch, length = is_visual.shape
+    positions = torch.arange(length, device=is_visual.device)
+    later = positions[None, :] > positions[:, None]
+    vis = is_visual.bool()
+    opened = later & RELAXATIONS[check_mode(mode)](vis[:, :, None], vis[:, None, :]) & real_key.bool()[:, None, :]
+    extra = (key_length or length) - length
+    if extra > 0:
+        opened = torch.nn.functional.pad(opened, (0, extra), value=False)
+    return opened[:, None]
+
+
+def overlay(native: torch.Tensor, is_visual: torch.Tensor, mode: str, real_key: torch.Tensor) -> torch.Tensor:
+    """A layer's mask under ``mode``: ``native`` (``[B or 1, 1, L, K]`` bool, the layer's own prefill mask) with the
+    mode's later keys added, or (``causal``) with every later key removed."""
+    batch, length = is_visual.shape
+    if mode in RESTRICTED_MODES:
+        positions = torch.arange(native.shape[-1], device=native.device)
+        return native & ~(positions[None, :] > torch.arange(length, device=native.device)[:, None])
+    return native | later_keys(is_visual, mode, real_key, native.shape[-1])
+
+
+def relaxation_function(mode: str, is_visual: torch.Tensor, real_key: torch.Tensor) -> MaskFunction:
+    """What ``mode`` adds to a layer's mask, as a ``mask_mod`` (restricted modes add nothing)."""
+    relax = RELAXATIONS[check_mode(mode)]
+    is_visual, real_key = is_visual.bool(), real_key.bool()
+
+    def opened(batch_idx, head_idx, q_idx, kv_idx):
+        return (
+            (kv_idx > q_idx)
+            & relax(is_visual[batch_idx, q_idx], is_visual[batch_idx, kv_idx])
+            & real_key[batch_idx, kv_idx]
+        )
+
+    return opened
 
 
 def mask_function(mode: str, is_visual: torch.Tensor, attention_mask: torch.Tensor | None = None) -> MaskFunction:
-    """The mode as a ``mask_mod(batch_idx, head_idx, q_idx, kv_idx)`` over one prompt batch.
+    """The mode on a causal model, as a ``mask_mod(batch_idx, head_idx, q_idx, kv_idx)`` over one prompt batch.
 
     ``is_visual`` is ``[B, L]`` bool; ``attention_mask`` is the usual ``[B, L]`` padding mask (1 = real token).
     Padding keys are never allowed, whatever the mode.
     """
-    relax = RELAXATIONS[check_mode(mode)]
-    is_visual = is_visual.bool()
-    real_key = None if attention_mask is None else attention_mask.bool()
+    real_key = torch.ones_like(is_visual, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    opened = relaxation_function(mode, is_visual, real_key)
 
     def allowed(batch_idx, head_idx, q_idx, kv_idx):
-        ok = (kv_idx <= q_idx) | relax(is_visual[batch_idx, q_idx], is_visual[batch_idx, kv_idx])
-        if real_key is not None:
-            ok = ok & real_key[batch_idx, kv_idx]
-        return ok
+        return ((kv_idx <= q_idx) | opened(batch_idx, head_idx, q_idx, kv_idx)) & real_key[batch_idx, kv_idx]
 
     return allowed
 
 
 def build_mask(is_visual: torch.Tensor, mode: str, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean attention mask ``[B, 1, L, L]`` of ``mode``; True means the query (row) may attend the key (column).
+    """Boolean attention mask ``[B, 1, L, L]`` of ``mode`` on a causal model (LLaVA); True means the query (row) may
+    attend the key (column). The causal mask with padding keys closed is the native mask :func:`overlay` starts from.
 
-    Rows of padding queries come out all False; a kernel that cannot take empty rows needs them filled
-    (see :func:`lmms_futuremask.attention.integration.render_mask`).
+    Rows of padding queries come out all False; a kernel that cannot take empty rows needs them filled.
     """
     if is_visual.dim() != 2:
         raise ValueError(f"is_visual must be [batch, length], got shape {tuple(is_visual.shape)}")
@@ -94,11 +145,9 @@ def build_mask(is_visual: torch.Tensor, mode: str, attention_mask: torch.Tensor 
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} does not match is_visual {tuple(is_visual.shape)}"
         )
+    check_mode(mode)
     batch, length = is_visual.shape
-    device = is_visual.device
-    fn = mask_function(mode, is_visual, attention_mask)
-    b = torch.arange(batch, device=device).view(batch, 1, 1, 1)
-    h = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
-    q = torch.arange(length, device=device).view(1, 1, length, 1)
-    k = torch.arange(length, device=device).view(1, 1, 1, length)
-    return fn(b, h, q, k).expand(batch, 1, length, length)
+    real_key = torch.ones_like(is_visual, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    positions = torch.arange(length, device=is_visual.device)
+    causal = (positions[None, :] <= positions[:, None])[None, None] & real_key[:, None, None, :]
+    return overlay(causal, is_visual, mode, real_key).expand(batch, 1, length, length)

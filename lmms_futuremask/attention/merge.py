@@ -5,20 +5,22 @@ per visual query, the scores that mode ``mu`` would have opened in the future, a
 (prefix / attention-sink) key columns; decoding stays causal. Its code is not public; we implement this reading,
 in every layer and head, at prefill only, with ``B = QK^T * scale``:
 
-1. For each visual query row ``i``: ``F_i = {j > i : mode allows (i, j), j not padding}``, in key order. Rows that
-   are not visual, or whose ``F_i`` is empty, get no bias.
+1. For each visual query row ``i``: ``F_i = {j > i : mode opens (i, j), j not padding, the layer's own mask does not
+   already allow (i, j)}``, in key order (on a causal layer: every later key the mode opens). Rows that are not
+   visual, or whose ``F_i`` is empty, get no bias.
 2. ``s = B[i, F_i]`` (``n`` values), smoothed with stride 1 and windows clipped at the ends:
    ``s'_t = pool(s[max(0, t - k//2) : min(n, t - k//2 + k)])``.
 3. ``b = min(p, n)`` bins: bin ``t`` is ``s'[floor(t*n/b) : floor((t+1)*n/b)]`` and ``C[i, t] = pool(bin t)``.
-4. Weights = softmax over keys of ``B + C + causal mask``, ``C[i, t]`` added to the logit of the row's ``t``-th real
-   (non-padding) key. Visual rows do not attend the future directly; only the prefix logits change.
+4. Weights = softmax over keys of ``B + C + the layer's own mask`` (causal on LLaVA; its window, chunks or image
+   blocks elsewhere), ``C[i, t]`` added to the logit of the row's ``t``-th real (non-padding) key. Visual rows do
+   not attend what the mode opens directly; only the prefix logits change.
 
 Two implementations: :func:`reference_merge_attention` follows the steps literally (tests), and
-:func:`merge_visual_rows` is the one the model runs: the causal kernel computes every row, then the visual rows that
-have a future are recomputed exactly with their bias, in row chunks, from fp32 scores (no per-head ``L x L`` matrix;
-future scores only for visual rows). It recomputes rather than patching the kernel's output with a rank-``p``
-log-sum-exp correction because that correction cancels catastrophically when the sink holds most of the attention
-and ``C`` lowers it, which bf16 outputs cannot afford.
+:func:`merge_visual_rows` is the one the model runs: the base kernel computes every row under the layer's own mask,
+then the visual rows that have a future are recomputed exactly with their bias, in row chunks, from fp32 scores (no
+per-head ``L x L`` matrix; future scores only for visual rows). It recomputes rather than patching the kernel's
+output with a rank-``p`` log-sum-exp correction because that correction cancels catastrophically when the sink holds
+most of the attention and ``C`` lowers it, which bf16 outputs cannot afford.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from typing import Any
 
 import torch
 
-from .backends import base_attention, register_backend, scaling_of
 from .masks import RELAXATIONS
 
 POOLS = ("mean", "max")
@@ -93,8 +94,12 @@ def reference_merge_attention(
     settings: MergeSettings,
     padding_mask: torch.Tensor | None = None,
     scaling: float | None = None,
+    native: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Steps 1-4 with explicit loops. ``query/key/value`` are ``[B, H, L, D]``; returns ``[B, H, L, D]``."""
+    """Steps 1-4 with explicit loops. ``query/key/value`` are ``[B, H, L, D]``; returns ``[B, H, L, D]``.
+
+    ``native`` (``[B, L, L]`` bool) is the layer's own mask; default: causal without padding keys.
+    """
     batch, heads, length, dim = query.shape
     scaling = dim**-0.5 if scaling is None else scaling
     real = torch.ones(batch, length, dtype=torch.bool) if padding_mask is None else padding_mask.bool().cpu()
@@ -103,6 +108,10 @@ def reference_merge_attention(
     out = torch.zeros_like(query)
     for b in range(batch):
         real_keys = [j for j in range(length) if real[b, j]]
+
+        def own(i: int, j: int, b: int = b) -> bool:
+            return bool(native[b, i, j]) if native is not None else j <= i and bool(real[b, j])
+
         for h in range(heads):
             scores = (query[b, h] @ key[b, h].T) * scaling
             for i in range(length):
@@ -110,13 +119,13 @@ def reference_merge_attention(
                 future = [
                     j
                     for j in range(i + 1, length)
-                    if real[b, j] and bool(relax(vis[b, i : i + 1], vis[b, j : j + 1])[0])
+                    if real[b, j] and bool(relax(vis[b, i : i + 1], vis[b, j : j + 1])[0]) and not own(i, j)
                 ]
                 if vis[b, i] and future:
                     bias = reference_bias([float(scores[i, j]) for j in future], settings)
                     for t, c in enumerate(bias):
                         logits[real_keys[t]] += c
-                allowed = torch.tensor([j <= i and bool(real[b, j]) for j in range(length)])
+                allowed = torch.tensor([own(i, j) for j in range(length)])
                 if not allowed.any():
                     continue
                 weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
@@ -136,18 +145,30 @@ class MergeContext:
     mode: str
     settings: MergeSettings
     max_chunk_elements: int = 1 << 24  # scores held at once: heads * rows * keys
+    native: torch.Tensor | None = None  # [B, L, K] bool: the layer's own mask (None: causal, padding keys closed)
     _layouts: dict = field(default_factory=dict, repr=False)  # per batch row, shared by every layer
     _weights: dict = field(default_factory=dict, repr=False)  # per (batch row, row chunk), shared by every layer
 
-    def layout(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(rows that get a bias, their future keys [R, L], sink positions)`` of batch row ``b``."""
+    def own_mask(self, b: int) -> torch.Tensor:
+        """``[L, L]`` bool: the layer's own mask of batch row ``b`` over the prompt's keys."""
+        length = self.is_visual.shape[1]
+        if self.native is not None:
+            return self.native[b, :, :length]
+        positions = torch.arange(length, device=self.is_visual.device)
+        return (positions[None, :] <= positions[:, None]) & self.real_key[b][None, :]
+
+    def layout(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rows that get a bias, their future keys [R, L], their own mask [R, L], sink positions)`` of batch row
+        ``b``; the future keys are those the mode opens beyond the layer's own mask."""
         if b not in self._layouts:
             vis, real = self.is_visual[b], self.real_key[b]
             positions = torch.arange(vis.shape[0], device=vis.device)
             later = positions[None, :] > positions[:, None]
-            future_of = later & RELAXATIONS[self.mode](vis[:, None], vis[None, :]) & real[None, :]
+            own = self.own_mask(b)
+            future_of = later & RELAXATIONS[self.mode](vis[:, None], vis[None, :]) & real[None, :] & ~own
             rows = (vis & future_of.any(-1)).nonzero().flatten()
-            self._layouts[b] = (rows, future_of[rows], real.nonzero().flatten()[: self.settings.prefix])
+            sinks = real.nonzero().flatten()[: self.settings.prefix]
+            self._layouts[b] = (rows, future_of[rows], own[rows], sinks)
         return self._layouts[b]
 
     def mean_weights(self, b: int, start: int, future: torch.Tensor, dtype: torch.dtype):
@@ -256,13 +277,11 @@ def merge_visual_rows(
     batch, heads, length, dim = query.shape
     key, value = key[:, :, :length], value[:, :, :length]  # a static cache hands over all its slots
     groups = heads // key.shape[1]
-    positions = torch.arange(length, device=query.device)
     compute = torch.promote_types(query.dtype, torch.float32)  # fp32 scores for bf16/fp16 models
     for b in range(batch):
-        rows, future_of, sinks = context.layout(b)
+        rows, future_of, own_rows, sinks = context.layout(b)
         if rows.numel() == 0:
             continue
-        real = context.real_key[b]
         k_b = key[b].repeat_interleave(groups, dim=0).to(compute)
         v_b = value[b].repeat_interleave(groups, dim=0).to(compute)
         chunk = max(1, context.max_chunk_elements // (heads * length))
@@ -276,32 +295,7 @@ def merge_visual_rows(
                 bias, active = max_pool_bias(scores, future_of[start : start + chunk], context.settings)
             for t in range(sinks.numel()):  # the scores become the biased logits, in place
                 scores[:, :, int(sinks[t])] += torch.where(active[:, t], bias[:, :, t], 0.0)
-            blocked = (positions[None, :] > r[:, None]) | ~real[None, :]
+            blocked = ~own_rows[start : start + chunk]
             probs = torch.softmax(scores.masked_fill_(blocked, float("-inf")), dim=-1)
             output[b, r] = torch.matmul(probs, v_b).transpose(0, 1).to(output.dtype)
     return output
-
-
-# -- the attention function the model runs ---------------------------------------------------------------------
-
-MERGE_BACKEND_PREFIX = "futuremask_merge_"
-
-
-def _merge_attention(base: str):
-    def attention(module, query, key, value, attention_mask, *args, futuremask_merge=None, **kwargs):
-        output, weights = base_attention(type(module), base)(module, query, key, value, attention_mask, *args, **kwargs)
-        if futuremask_merge is not None:
-            merge_visual_rows(output, query, key, value, futuremask_merge, scaling_of(module, query, kwargs))
-            weights = None  # the kernel's weights no longer describe the visual rows
-        return output, weights
-
-    return attention
-
-
-def register_merge_backend(base: str) -> str:
-    """Register ``futuremask_merge_<base>`` with transformers (attention and mask); returns its name.
-
-    It runs ``base`` unchanged on every call and, on a merge prefill (the decoder gets a ``futuremask_merge``
-    keyword), rewrites the visual rows that get a bias. Decode steps are the base backend, untouched.
-    """
-    return register_backend(f"{MERGE_BACKEND_PREFIX}{base}", base, _merge_attention(base))

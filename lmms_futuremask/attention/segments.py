@@ -5,7 +5,8 @@ still decomposes into such calls: a row's allowed keys are its causal past plus,
 same-modality tokens ``[s, e]``, (a) the later keys of the run itself, when the mode lets the run see its own
 modality, and (b) the allowed keys after the run, which are the same for every row of the run. So, per prompt:
 
-* part A: causal attention over the whole (unpadded) prompt;
+* part A: causal attention over the whole (unpadded) prompt, within the layer's sliding window if it has one (what
+  flash-attn computes natively);
 * part B, per relaxed run: full attention over the allowed keys after it;
 * part C, per relaxed run: the run's strict future within itself, as a causal call on the reversed run
   (queries ``e-1 .. s`` against keys ``e .. s+1``);
@@ -22,24 +23,28 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends import base_attention, register_backend, scaling_of
 from .masks import RELAXATIONS
 
-#: ``kernel(q [Lq, H, D], k [Lk, Hkv, D], v [Lk, Hkv, D], causal, scale) -> (out [Lq, H, D], lse [Lq, H])``
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool, float], tuple[torch.Tensor, torch.Tensor]]
+#: ``kernel(q [Lq, H, D], k [Lk, Hkv, D], v [Lk, Hkv, D], causal, scale, window) -> (out [Lq, H, D], lse [Lq, H])``
+Kernel = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, bool, float, int | None], tuple[torch.Tensor, torch.Tensor]
+]
 
 FLASH_BACKENDS = ("flash_attention_2", "flash_attention_3")
-SEGMENTS_BACKEND_PREFIX = "futuremask_segments_"
 
 
-def reference_kernel(q, k, v, causal: bool, scale: float):
-    """flash-attn's semantics in torch: causal masks aligned to the bottom right, fp32 softmax, returns the LSE."""
+def reference_kernel(q, k, v, causal: bool, scale: float, window: int | None = None):
+    """flash-attn's semantics in torch: causal masks aligned to the bottom right (a query sees the ``window`` keys
+    up to its own, when given), fp32 softmax, returns the LSE."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale
     if causal:
         lq, lk = q.shape[0], k.shape[0]
-        allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+        key_pos, query_pos = torch.arange(lk)[None, :], torch.arange(lq)[:, None] + (lk - lq)
+        allowed = key_pos <= query_pos
+        if window:
+            allowed &= key_pos > query_pos - window
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # [H, Lq]
     out = torch.einsum("hqk,khd->qhd", torch.exp(scores - lse[..., None]), v.float())
@@ -54,9 +59,15 @@ def flash_kernel() -> Kernel:
     except ImportError:
         return reference_kernel
 
-    def kernel(q, k, v, causal, scale):
+    def kernel(q, k, v, causal, scale, window=None):
         out, lse, _ = flash_attn_func(
-            q[None], k[None], v[None], softmax_scale=scale, causal=causal, return_attn_probs=True
+            q[None],
+            k[None],
+            v[None],
+            softmax_scale=scale,
+            causal=causal,
+            window_size=(window - 1, window - 1) if window else (-1, -1),
+            return_attn_probs=True,
         )
         return out[0], lse[0].transpose(0, 1)
 
@@ -70,6 +81,7 @@ class SegmentContext:
     is_visual: torch.Tensor  # [B, L] bool
     real_key: torch.Tensor  # [B, L] bool
     mode: str
+    window: int | None = None  # the layer's sliding window, if any (it bounds the causal part only)
 
 
 def _merge(out: torch.Tensor, lse: torch.Tensor, part_out: torch.Tensor, part_lse: torch.Tensor, rows: slice) -> None:
@@ -113,7 +125,7 @@ def segment_attention(
         idx = context.real_key[b].nonzero().flatten()
         q, k, v = (t[b][:, idx].transpose(0, 1).contiguous() for t in (query, key, value))  # [n, heads, D]
         vis = context.is_visual[b][idx]
-        part_out, part_lse = kernel(q, k, v, True, scaling)
+        part_out, part_lse = kernel(q, k, v, True, scaling, context.window)
         out, lse = part_out.float(), part_lse.float()
         for start, end, run_visual in _runs(vis):
             query_flag = torch.tensor(run_visual, device=vis.device)
@@ -124,26 +136,17 @@ def segment_attention(
             later_vis = vis[later]
             later = later[(later_vis & (True in sees)) | (~later_vis & (False in sees))]
             if later.numel():
-                o, s = kernel(q[start : end + 1], k[later], v[later], False, scaling)
+                o, s = kernel(q[start : end + 1], k[later], v[later], False, scaling, None)
                 _merge(out, lse, o, s, slice(start, end + 1))
             if run_visual in sees and end > start:
                 o, s = kernel(
-                    q[start:end].flip(0), k[start + 1 : end + 1].flip(0), v[start + 1 : end + 1].flip(0), True, scaling
+                    q[start:end].flip(0),
+                    k[start + 1 : end + 1].flip(0),
+                    v[start + 1 : end + 1].flip(0),
+                    True,
+                    scaling,
+                    None,
                 )
                 _merge(out, lse, o.flip(0), s.flip(0), slice(start, end))
         output[b, idx] = out.to(query.dtype)
     return output
-
-
-def _segments_attention(base: str):
-    def attention(module, query, key, value, attention_mask, *args, futuremask_segments=None, **kwargs):
-        if futuremask_segments is None:
-            return base_attention(type(module), base)(module, query, key, value, attention_mask, *args, **kwargs)
-        return segment_attention(query, key, value, futuremask_segments, scaling_of(module, query, kwargs)), None
-
-    return attention
-
-
-def register_segments_backend(base: str) -> str:
-    """Register ``futuremask_segments_<flash backend>``: the base on every call but a future-mode prefill."""
-    return register_backend(f"{SEGMENTS_BACKEND_PREFIX}{base}", base, _segments_attention(base))

@@ -88,3 +88,42 @@ def write_tiny_vlm(name: str, directory: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def sample_images(count: int, size: int = 48, seed: int = 0) -> list[Any]:
+    """Deterministic noise images (never one flat colour: Idefics3 drops all-zero tiles as padding)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def user_prompt(name: str, processor: Any, n_images: int, question: str = "Which image is brighter?") -> str:
+    """A prompt with ``n_images`` images and text before, between and after them, in the family's own format (its
+    chat template; PaliGemma's and Florence-2's processors take plain text)."""
+    if name == "paligemma":
+        return "<image>" * n_images + question + " Answer with one word."
+    if name == "florence2":
+        return "<CAPTION>"
+    content: list[dict] = [{"type": "text", "text": question}]
+    for index in range(n_images):
+        content += [{"type": "image"}, {"type": "text", "text": f"image {index + 1}"}]
+    content.append({"type": "text", "text": "Answer with one word."})
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def processor_inputs(name: str, processor: Any, image_counts: list[int], seed: int = 0) -> dict[str, Any]:
+    """Model inputs of a left-padded batch, one prompt per entry of ``image_counts`` (images nested per prompt, the
+    form every family's processor takes), float tensors in float32."""
+    size = tiny_vlm(name).extra.get("image_size", 48)
+    processor.tokenizer.padding_side = "left"
+    texts = [user_prompt(name, processor, n) for n in image_counts]
+    images = [sample_images(n, size, seed + i) for i, n in enumerate(image_counts)]
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    return {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in batch.items()
+        if key not in ("labels", "text_replacement_offsets")
+    }

@@ -1,0 +1,355 @@
+"""enable() on every VLM family: each layer keeps its native mask and the mode only adds what it opens.
+
+The reference, per family: record the mask every decoder layer of the stock model receives (eager, a prompt with two
+image blocks, windows and chunks smaller than the prompt), write the mode's later keys onto each by a brute-force
+loop (or take them away, for ``causal``), and give each layer exactly that mask on a stock eager model. enable() on
+sdpa and eager must give that model's prefill logits and greedy tokens; merge=kernel must give the literal merge
+reference run on top of each layer's recorded mask.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+
+import pytest
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+import lmms_futuremask as fm
+from lmms_futuremask.attention.integration import find_decoder
+from lmms_futuremask.attention.masks import FUTURE_MODES
+from lmms_futuremask.attention.merge import MergeSettings, reference_merge_attention
+from lmms_futuremask.testing.vlms import FAMILY_MODULES, processor_inputs, tiny_vlm
+
+FAMILIES = [name for name in FAMILY_MODULES if name != "florence2"]
+NEW_TOKENS = 4
+#: Phi-4-multimodal costs 545 visual tokens per image whatever its size: one image keeps its brute-force loops short.
+BATCH = {"phi4_multimodal": (1,)}
+RULES = {  # the README's table, written out
+    "future": lambda qv, kv: qv,
+    "future_v2v": lambda qv, kv: qv and kv,
+    "future_v2t": lambda qv, kv: qv and not kv,
+    "mma": lambda qv, kv: qv != kv,
+}
+
+
+@functools.cache
+def _built(name):
+    torch.manual_seed(0)
+    model, processor = tiny_vlm(name).build(0)
+    return model, processor
+
+
+def fresh(name, backend="eager"):
+    """A new copy of the family's tiny model with its decoder on ``backend``."""
+    model, processor = _built(name)
+    model = copy.deepcopy(model)
+    find_decoder(model).config._attn_implementation = {"": backend}
+    return model, processor
+
+
+def visual_positions(name, processor, input_ids):
+    """Visual positions from the family's visual token strings (not from the library's config lookup)."""
+    ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in tiny_vlm(name).visual_tokens]
+    return torch.isin(input_ids, torch.tensor(ids))
+
+
+# -- recording the stock masks and replaying explicit ones ---------------------------------------------------------
+
+STATE: dict = {"record": None, "explicit": None, "merge": None, "calls": 0}
+
+
+def _eager(module):
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _is_prefill(query, key):
+    return query.shape[2] > 1 and query.shape[2] == STATE.get("length", query.shape[2])
+
+
+def recording(module, query, key, value, attention_mask, *args, **kwargs):
+    if STATE["record"] is not None and query.shape[2] > 1:
+        STATE["record"].append(attention_mask > torch.finfo(attention_mask.dtype).min / 2)
+    return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def explicit(module, query, key, value, attention_mask, *args, **kwargs):
+    if STATE["explicit"] is not None and query.shape[2] > 1:
+        allowed = STATE["explicit"][STATE["calls"] % len(STATE["explicit"])]
+        STATE["calls"] += 1
+        zero, low = torch.tensor(0.0), torch.tensor(torch.finfo(query.dtype).min)
+        attention_mask = torch.where(allowed, zero, low).to(query.dtype)
+    return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def merged(module, query, key, value, attention_mask, *args, scaling=None, **kwargs):
+    if STATE["merge"] is None or query.shape[2] == 1:
+        return _eager(module)(module, query, key, value, attention_mask, *args, scaling=scaling, **kwargs)
+    native = STATE["merge"]["natives"][STATE["calls"] % len(STATE["merge"]["natives"])]
+    STATE["calls"] += 1
+    groups = query.shape[1] // key.shape[1]
+    length = query.shape[2]
+    out = reference_merge_attention(
+        query.double(),
+        key.repeat_interleave(groups, 1)[:, :, :length].double(),
+        value.repeat_interleave(groups, 1)[:, :, :length].double(),
+        STATE["merge"]["is_visual"],
+        STATE["merge"]["mode"],
+        STATE["merge"]["settings"],
+        STATE["merge"]["padding"],
+        scaling if scaling is not None else module.scaling,
+        native=native[:, 0, :, :length],
+    )
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+for _name, _fn in [("recording", recording), ("explicit", explicit), ("merged", merged)]:
+    AttentionInterface.register(f"futuremask_test_{_name}", _fn)
+    AttentionMaskInterface.register(f"futuremask_test_{_name}", ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+
+
+@torch.inference_mode()
+def stock_masks(name, inputs):
+    """The mask each decoder layer receives at the prefill of ``inputs`` in the stock eager model, in call order."""
+    model, _ = fresh(name, "futuremask_test_recording")
+    STATE["record"] = []
+    try:
+        model(**inputs)
+        return STATE["record"]
+    finally:
+        STATE["record"] = None
+
+
+def write_mode(native, is_visual, real, mode):
+    """The brute-force reference: ``native`` [B, 1, L, K] with the mode's later keys added (or, causal, removed)."""
+    out = native.clone()
+    batch, _, length, _ = native.shape
+    for b in range(batch):
+        for i in range(length):
+            for j in range(i + 1, length):
+                if mode == "causal":
+                    out[b, 0, i, j] = False
+                elif real[b, j] and RULES[mode](bool(is_visual[b, i]), bool(is_visual[b, j])):
+                    out[b, 0, i, j] = True
+    return out
+
+
+@torch.inference_mode()
+def reference_run(name, inputs, mode, generate=False):
+    """The stock eager model with each layer's recorded mask plus the mode given explicitly at the prefill."""
+    model, processor = fresh(name, "futuremask_test_explicit")
+    is_visual = visual_positions(name, processor, inputs["input_ids"])
+    real = inputs["attention_mask"].bool()
+    STATE["explicit"] = [write_mode(m, is_visual, real, mode) for m in stock_masks(name, inputs)]
+    STATE["calls"] = 0
+    try:
+        if generate:
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+            return out[:, inputs["input_ids"].shape[1] :]
+        return model(**inputs).logits
+    finally:
+        STATE["explicit"] = None
+
+
+@functools.cache
+def inputs_of(name, counts=(2,)):
+    _, processor = _built(name)
+    return processor_inputs(name, processor, list(counts))
+
+
+# -- the tests ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+@pytest.mark.parametrize("mode", [*FUTURE_MODES, "causal"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_prefill_equals_each_layers_native_mask_plus_the_mode(name, mode, backend):
+    inputs = inputs_of(name, BATCH.get(name, (2, 1)))  # a left-padded batch: two image blocks, and one
+    expected = reference_run(name, inputs, mode)
+    model, _ = fresh(name, backend)
+    fm.enable(model, mode)
+    with torch.inference_mode():
+        got = model(**inputs).logits
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_reference_above_can_fail(name):
+    """Guard: the mode changes the recorded masks of these prompts, and then the logits."""
+    inputs = inputs_of(name, BATCH.get(name, (2, 1)))
+    model, processor = fresh(name, "eager")
+    with torch.inference_mode():
+        stock = model(**inputs).logits
+    is_visual = visual_positions(name, processor, inputs["input_ids"])
+    natives = stock_masks(name, inputs)
+    real = inputs["attention_mask"].bool()
+    changed = any(not torch.equal(write_mode(m, is_visual, real, "future"), m) for m in natives)
+    if name == "paligemma":  # its whole prompt is a bidirectional prefix already: `future` opens nothing
+        assert not changed
+        return
+    assert changed
+    assert not torch.allclose(reference_run(name, inputs, "future")[real], stock[real], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_greedy_generate_equals_masked_prefill_then_stock_decode(name):
+    inputs = inputs_of(name, BATCH.get(name, (2,)))
+    expected = reference_run(name, inputs, "future_v2v", generate=True)
+    model, _ = fresh(name, "sdpa")
+    fm.enable(model, "future_v2v")
+    with torch.inference_mode():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+    assert out[:, inputs["input_ids"].shape[1] :].tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_original_is_the_stock_model_bit_for_bit(name):
+    inputs = inputs_of(name, (2, 1))
+    stock, _ = fresh(name, "sdpa")
+    model, _ = fresh(name, "sdpa")
+    fm.enable(model, "original")
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, stock(**inputs).logits)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_left_padded_batch_equals_single_prompts(name):
+    model, processor = fresh(name, "sdpa")
+    fm.enable(model, "future")
+    batch = processor_inputs(name, processor, [2, 1])
+    new = {"do_sample": False, "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    with torch.inference_mode():
+        batched = model.generate(**batch, **new)[:, batch["input_ids"].shape[1] :]
+        for row, count in enumerate([2, 1]):
+            single = processor_inputs(name, processor, [count], seed=row)
+            alone = model.generate(**single, **new)[0, single["input_ids"].shape[1] :]
+            assert batched[row].tolist() == alone.tolist(), row
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in BATCH else n for n in FAMILIES],  # literal loops
+)
+def test_merge_equals_the_literal_reference_on_each_layers_native_mask(name):
+    inputs = inputs_of(name, BATCH.get(name, (2,)))
+    settings = MergeSettings("mean", 3, 2)
+    model, processor = fresh(name, "futuremask_test_merged")
+    STATE["merge"] = {
+        "natives": stock_masks(name, inputs),
+        "is_visual": visual_positions(name, processor, inputs["input_ids"]),
+        "mode": "future_v2v",
+        "settings": settings,
+        "padding": inputs["attention_mask"],
+    }
+    STATE["calls"] = 0
+    try:
+        with torch.inference_mode():
+            expected = model(**inputs).logits
+    finally:
+        STATE["merge"] = None
+    enabled, _ = fresh(name, "sdpa")
+    with torch.inference_mode():
+        stock = enabled(**inputs).logits
+        fm.enable(enabled, "future_v2v", merge="kernel", merge_pool="mean", merge_kernel=3, merge_prefix=2)
+        got = enabled(**inputs).logits
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
+    if name != "paligemma":  # guard: the merge changed something (PaliGemma's prefix already sees everything)
+        assert not torch.allclose(got, stock, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_static_cache_gives_the_dynamic_caches_tokens(name):
+    model, _ = fresh(name, "sdpa")
+    fm.enable(model, "future")
+    inputs = inputs_of(name, (2, 1))
+    new = {"do_sample": False, "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    scores = {"output_scores": True, "return_dict_in_generate": True}
+    with torch.inference_mode():
+        dynamic = model.generate(**inputs, **new)
+        static = model.generate(**inputs, **new, **scores, cache_implementation="static")
+        fm.disable(model)
+        stock = model.generate(**inputs, **new, **scores, cache_implementation="static")
+    assert torch.equal(static.sequences, dynamic)
+    if name != "paligemma":  # guard: the mode changed the first token's scores
+        assert not torch.allclose(static.scores[0], stock.scores[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gemma3", "paligemma"])
+def test_causal_removes_the_bidirectional_blocks(name):
+    """Gemma 3's image blocks and PaliGemma's prefix come from token_type_ids: without them the stock model is
+    causal, which is what mode=causal gives with them."""
+    inputs = inputs_of(name)
+    stock, _ = fresh(name, "eager")
+    model, _ = fresh(name, "sdpa")
+    fm.enable(model, "causal")
+    without_blocks = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+    with torch.inference_mode():
+        blocks = stock(**inputs).logits
+        expected = stock(**without_blocks).logits
+        got = model(**inputs).logits
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
+    assert not torch.allclose(blocks, expected, atol=1e-4)  # the blocks mattered
+
+
+def test_encoder_decoder_models_are_refused():
+    model, _ = tiny_vlm("florence2").build(0)
+    with pytest.raises(ValueError, match="encoder-decoder model"):
+        fm.enable(model, "future")
+
+
+def test_a_prefill_the_mode_never_reached_raises(monkeypatch):
+    from lmms_futuremask.attention.integration import Prefill
+
+    model, _ = fresh("qwen2_vl", "sdpa")
+    fm.enable(model, "future")
+    monkeypatch.setattr(Prefill, "covers", lambda self, module: False)  # as if no attention call took the mode
+    with pytest.raises(RuntimeError, match="none of its attention calls received the future mask"):
+        model(**inputs_of("qwen2_vl"))
+
+
+def test_images_the_decoder_never_saw_raise():
+    model, _ = fresh("llava", "sdpa")
+    fm.enable(model, "future")
+    model._futuremask.handles[2].remove()  # the decoder's hook never fires
+    with pytest.raises(RuntimeError, match="was never called with it: the future mask was not applied"):
+        with torch.inference_mode():
+            model(**inputs_of("llava"))
+
+
+@pytest.mark.parametrize("name", ["mistral3", "aya_vision", "qwen2_vl"])
+def test_flash_attention_by_segments_keeps_each_layers_window(name, monkeypatch):
+    """flash-attn (emulated on the CPU) computes causal attention within each layer's window; the segments add the
+    mode's later keys on top, which gives what sdpa gives with the layers' native masks."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from .helpers import emulated_flash_attention
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", emulated_flash_attention)
+    inputs = inputs_of(name, (2, 1))
+    real = inputs["attention_mask"].bool()
+    logits = {}
+    for backend in ("sdpa", "flash_attention_2"):
+        stock, _ = fresh(name, backend)
+        model, _ = fresh(name, backend)
+        fm.enable(model, "future")
+        with torch.inference_mode():
+            logits[backend] = (stock(**inputs).logits, model(**inputs).logits)
+    torch.testing.assert_close(logits["flash_attention_2"][0][real], logits["sdpa"][0][real], atol=5e-5, rtol=1e-4)
+    torch.testing.assert_close(logits["flash_attention_2"][1][real], logits["sdpa"][1][real], atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_flex_attention_keeps_windows_and_image_blocks(fresh_compiler):
+    """Gemma 3 on flex_attention (a BlockMask per layer type: sliding and full, with image blocks)."""
+    inputs = inputs_of("gemma3", (2,))
+    logits = {}
+    for backend in ("sdpa", "flex_attention"):
+        model, _ = fresh("gemma3", backend)
+        fm.enable(model, "future_v2v")
+        with torch.inference_mode():
+            logits[backend] = model(**inputs).logits
+    torch.testing.assert_close(logits["flex_attention"], logits["sdpa"], atol=5e-5, rtol=1e-4)
