@@ -15,10 +15,11 @@ from .validation import UserError
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .testing.tiny import write_tiny_model
+    from .testing.vlms import tiny_vlm, write_tiny_vlm
 
-    path = write_tiny_model(args.dir, seed=args.seed)
-    print(f"tiny LLaVA checkpoint written to {path} (use pretrained={path})")
+    tiny_vlm(args.family)  # an unknown family fails here, naming the valid ones
+    path = write_tiny_vlm(args.family, args.dir, seed=args.seed)
+    print(f"tiny {args.family} checkpoint written to {path} (use pretrained={path})")
     return 0
 
 
@@ -96,7 +97,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import run_sweep
 
     passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
-    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough)
+    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough, model=args.model)
     done = [r.variant for r in runs if r.status in ("complete", "skipped")]
     print(f"[sweep] {len(done)} of {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
     unfinished = [f"{r.variant} ({r.status})" for r in runs if r.status not in ("complete", "skipped")]
@@ -192,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmms-futuremask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tiny = sub.add_parser("tiny-model", help="write a deterministic tiny random LLaVA checkpoint (offline)")
+    tiny = sub.add_parser("tiny-model", help="write a deterministic tiny random VLM checkpoint (offline)")
     tiny.add_argument("dir")
+    tiny.add_argument("--family", default="llava", help="VLM family, e.g. llava, qwen2_5_vl, gemma3, idefics3")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_model)
 
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run variants through lmms-eval one after another, resumably")
     sweep.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated MODE or MODE+merge")
     sweep.add_argument("--tasks", default="milebench_paper")
+    sweep.add_argument("--model", default="llava_futuremask", help="llava_futuremask or futuremask")
     sweep.add_argument("--model-args", required=True, help="lmms-eval model_args without mode/merge")
     sweep.add_argument("--out", default="runs/sweep")
     sweep.add_argument("lmms_eval_args", nargs=argparse.REMAINDER, help="after --: passed on to lmms-eval")

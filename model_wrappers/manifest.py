@@ -1,4 +1,5 @@
-"""Entry point of the ``lmms_eval.models`` group: registers ``llava_futuremask`` and makes our tasks findable.
+"""Entry point of the ``lmms_eval.models`` group: registers ``llava_futuremask`` and ``futuremask`` and makes our
+tasks findable.
 
 lmms-eval has no task entry point; it indexes its own ``lmms_eval/tasks/`` plus ``--include_path``. Its model
 entry points, however, are loaded when ``lmms_eval.models`` is imported, which the CLI does before it builds its
@@ -40,14 +41,38 @@ def add_task_folder(task_manager_cls) -> bool:
     return True
 
 
+def record_task_type(task_manager_cls) -> bool:
+    """Wrap ``TaskManager.load_task_or_group`` so our tasks know whether they are built for a simple or a chat model
+    (lmms-eval builds a ``class:`` task as given, never as its chat task class); True if installed."""
+    from lmms_futuremask.milebench.task_hooks import TASK_TYPE
+
+    original = task_manager_cls.load_task_or_group
+    if getattr(original, "_futuremask_tasks", False):
+        return True
+    if list(inspect.signature(original).parameters)[:3] != ["self", "task_list", "task_type"]:
+        logger.warning("lmms-eval's TaskManager changed; MileBench tasks are built for simple models only")
+        return False
+
+    @functools.wraps(original)
+    def load_task_or_group(self, task_list=None, task_type="simple"):
+        token = TASK_TYPE.set(task_type)
+        try:
+            return original(self, task_list, task_type)
+        finally:
+            TASK_TYPE.reset(token)
+
+    load_task_or_group._futuremask_tasks = True
+    task_manager_cls.load_task_or_group = load_task_or_group
+    return True
+
+
 def manifests():
     from lmms_eval.models.registry_v2 import ModelManifest
     from lmms_eval.tasks import TaskManager
 
     add_task_folder(TaskManager)
+    record_task_type(TaskManager)
     return [
-        ModelManifest(
-            model_id="llava_futuremask",
-            simple_class_path="model_wrappers.llava_futuremask.LlavaFutureMask",
-        )
+        ModelManifest(model_id="llava_futuremask", simple_class_path="model_wrappers.llava_futuremask.LlavaFutureMask"),
+        ModelManifest(model_id="futuremask", simple_class_path="model_wrappers.futuremask.FutureMask"),
     ]

@@ -110,3 +110,8 @@ def emulated_flash_attention(module, query, key, value, attention_mask, dropout=
         query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed, scale=scaling
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+def texts(results):
+    """The answer texts of ``generate_until``'s results (GenerationResult objects with token counts)."""
+    return [result.text for result in results]

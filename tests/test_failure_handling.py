@@ -24,6 +24,8 @@ from lmms_futuremask.runtime.errors import ERROR_MARKER, RunFailed
 from lmms_futuremask.runtime.model_args import ModelArgsError, parse_model_args
 from lmms_futuremask.validation import UserError
 
+from .helpers import texts
+
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, **OFFLINE_ENV}
 
@@ -117,7 +119,7 @@ def test_cli_run_with_a_bad_batch_size_writes_no_results(tmp_path, tiny_model_di
 def _fake_run(calls):
     """A stand-in for one lmms-eval run: writes a results file with one task and no failed sample."""
 
-    def run(model_args, tasks, output_path, log_file, extra, env):
+    def run(model_args, tasks, output_path, log_file, extra, env, model="llava_futuremask"):
         calls.append((model_args, env.get("MILEBENCH_DIR")))
         folder = Path(output_path) / "model"
         folder.mkdir(parents=True, exist_ok=True)
@@ -278,7 +280,7 @@ def test_answer_cache_does_not_reuse_answers_of_an_overwritten_checkpoint(tmp_pa
         args = ",".join(f"{k}={v}" for k, v in {"pretrained": model_dir, "device": "cpu", **extra}.items())
         model = get_model("llava_futuremask").create_from_arg_string(args, {})
         model.task_dict = {"toy": {"test": docs()}}
-        return model.generate_until(generate_requests()), model
+        return texts(model.generate_until(generate_requests())), model
 
     cache = tmp_path / "cache"
     first, _ = answers(answer_cache=cache)
@@ -499,7 +501,7 @@ def test_a_model_that_fails_as_a_whole_stops_at_the_first_sample(tiny_model_dir,
 
     monkeypatch.setattr(model.vlm.model, "generate", broken)
     with pytest.raises(RunFailed, match="the model fails as a whole.*kernel failed to compile"):
-        model.generate_until(generate_requests())
+        texts(model.generate_until(generate_requests()))
     assert len(calls) == 2  # the first sample, then the probe: no other sample was tried
 
 
@@ -518,7 +520,7 @@ def test_a_sample_that_fails_alone_is_recorded_after_the_probe_passes(tiny_model
         return real(samples, settings)
 
     monkeypatch.setattr(model.vlm, "generate_batch", picky)
-    answers = model.generate_until(generate_requests())
+    answers = texts(model.generate_until(generate_requests()))
     assert answers[2].startswith(ERROR_MARKER) and "this sample breaks the model" in answers[2]
     assert sum(a.startswith(ERROR_MARKER) for a in answers) == 1
 

@@ -25,6 +25,8 @@ from lmms_futuremask.runtime.errors import ERROR_MARKER
 from lmms_futuremask.runtime.prompting import CONV_TEMPLATES
 from lmms_futuremask.testing.llama_tokenizer import LAYOUTS, llama_tokenizer, train_sentencepiece
 
+from .helpers import texts
+
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -55,7 +57,7 @@ def reference_pixels(image, size, crop, mean=CLIP_MEAN, std=CLIP_STD):
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def test_images():
+def images_of_every_kind():
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (37, 61, 3), dtype=np.uint8)
     return {
@@ -81,7 +83,7 @@ def test_pixels_are_bit_identical_to_llavas_pil_numpy_path(size):
     pil = pil_image_processor(processor)
     assert type(pil).__name__ == "CLIPImageProcessorPil"
     differs_on_default_path = False
-    for name, image in test_images().items():
+    for name, image in images_of_every_kind().items():
         square = expand2square(image.convert("RGB"), mean_colour(pil))
         ours = pixel_values([square], pil, pad=False)[0]
         expected = reference_pixels(image, size, size)
@@ -96,7 +98,7 @@ def test_the_protocol_sample_carries_the_reference_pixels(tmp_path, tiny_model_d
 
     data = write_fake_milebench(tmp_path / "mb", samples_per_task=1)
     doc = load_docs("CLEVR-Change", data)[0]
-    images = test_images()
+    images = images_of_every_kind()
     for index, name in enumerate(("wide_rgb", "palette")):
         images[name].save(data / "CLEVR-Change" / "images" / doc["images"][index])
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
@@ -240,10 +242,10 @@ def test_generation_stops_at_bos_under_the_milebench_protocol(tmp_path, tiny_mod
         return Instance("generate_until", args, idx=0, metadata={"task": task, "doc_id": 0, "repeats": 1})
 
     try:
-        (answer,) = model.generate_until([request("milebench_tqa", "ignored", None)])
+        (answer,) = texts(model.generate_until([request("milebench_tqa", "ignored", None)]))
         assert len(steps) == 1 and answer == ""  # <s> ended the answer at once, min_new_tokens=1 notwithstanding
         steps.clear()
-        model.generate_until([request("toy", "What colour?", lambda doc: [])])
+        texts(model.generate_until([request("toy", "What colour?", lambda doc: [])]))
         assert len(steps) == 5  # other tasks do not stop at <s>
     finally:
         handle.remove()
@@ -270,7 +272,7 @@ def test_placeholder_quirks_are_answered_counted_and_only_the_crash_refused(tmp_
         Instance("generate_until", a, idx=0, metadata={"task": a[4], "doc_id": a[3], "repeats": 1}) for a in args
     ]
     with caplog.at_level(logging.WARNING, logger="lmms_futuremask"):
-        answers = model.generate_until(requests)
+        answers = texts(model.generate_until(requests))
     failed = [process_results(doc, [answer])["failed_samples"]["failed"] for doc, answer in zip(docs, answers)]
     assert failed == [False, False, True, False]
     assert answers[2].startswith(ERROR_MARKER) and "upstream's LLaVA crashes here" in answers[2]

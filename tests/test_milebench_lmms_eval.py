@@ -18,6 +18,8 @@ from lmms_futuremask.milebench.fake import write_fake_milebench
 from lmms_futuremask.milebench.llava import ChunkCodec
 from lmms_futuremask.milebench.prompt import render
 
+from .helpers import texts
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -187,7 +189,7 @@ def test_placeholder_mismatch_and_unreadable_image_are_recorded_per_sample(tiny_
         args = ("ignored", {"max_new_tokens": 4, "until": []}, None, i, "milebench_tqa", "test")
         return Instance("generate_until", args, idx=0, metadata={"task": "milebench_tqa", "doc_id": i, "repeats": 1})
 
-    answers = model.generate_until([request(0), request(1), request(2)])
+    answers = texts(model.generate_until([request(0), request(1), request(2)]))
     assert answers[0].startswith(ERROR_MARKER) and f"sample {docs[0]['sample_id']}" in answers[0]
     assert answers[1].startswith(ERROR_MARKER) and "missing.png" in answers[1]
     assert not answers[2].startswith(ERROR_MARKER)

@@ -7,7 +7,7 @@ from lmms_eval.api.instance import Instance
 
 from lmms_futuremask.runtime.errors import ERROR_MARKER, SampleError
 
-from .helpers import images
+from .helpers import images, texts
 
 GEN = {"max_new_tokens": 5, "temperature": 0, "until": ["\n\n"]}
 
@@ -62,8 +62,8 @@ def test_model_args_win_over_cli_injected_defaults(tiny_model_dir):
 
 @pytest.mark.parametrize("mode", ["original", "future", "mma"])
 def test_batched_answers_equal_batch_one(tiny_model_dir, mode):
-    one = make_model(tiny_model_dir, mode=mode, batch_size=1).generate_until(generate_requests())
-    four = make_model(tiny_model_dir, mode=mode, batch_size=4).generate_until(generate_requests())
+    one = texts(make_model(tiny_model_dir, mode=mode, batch_size=1).generate_until(generate_requests()))
+    four = texts(make_model(tiny_model_dir, mode=mode, batch_size=4).generate_until(generate_requests()))
     assert one == four
     assert all(isinstance(a, str) and not a.startswith(ERROR_MARKER) for a in one)
 
@@ -72,14 +72,14 @@ def test_interleaved_placeholders_are_kept_and_missing_ones_prepended(tiny_model
     model = make_model(tiny_model_dir)
     vlm = model.vlm
     seen = []
-    original_encode = vlm.encode
+    original_prompt = vlm.prompt
 
-    def spy(prompts, imgs):
-        seen.extend(prompts)
-        return original_encode(prompts, imgs)
+    def spy(sample):
+        seen.append(original_prompt(sample))
+        return seen[-1]
 
-    vlm.encode = spy
-    model.generate_until(generate_requests(ids=[1, 2]))
+    vlm.prompt = spy
+    texts(model.generate_until(generate_requests(ids=[1, 2])))
     assert "USER: Image 1: <image> Image 2: <image> Which is brighter? ASSISTANT:" in seen
     assert "USER: <image>\n<image>\nDescribe the change. ASSISTANT:" in seen
 
@@ -87,7 +87,7 @@ def test_interleaved_placeholders_are_kept_and_missing_ones_prepended(tiny_model
 def test_placeholder_mismatch_is_recorded_with_the_doc_and_others_still_answered(tiny_model_dir):
     model = make_model(tiny_model_dir, batch_size=2)
     bad = request("generate_until", ("<image> only one slot", dict(GEN), doc_to_visual, 4, "toy", "test"))
-    answers = model.generate_until(generate_requests(ids=[0, 1]) + [bad])
+    answers = texts(model.generate_until(generate_requests(ids=[0, 1]) + [bad]))
     assert answers[2].startswith(ERROR_MARKER)
     assert "task toy doc 4" in answers[2] and "1 <image> placeholder(s) but the sample has 3" in answers[2]
     assert not answers[0].startswith(ERROR_MARKER) and not answers[1].startswith(ERROR_MARKER)
@@ -99,7 +99,7 @@ def test_unreadable_image_is_recorded_not_empty(tiny_model_dir):
 
     model = make_model(tiny_model_dir)
     req = request("generate_until", ("What colour?", dict(GEN), broken, 0, "toy", "test"))
-    answer, good = model.generate_until([req, *generate_requests(ids=[1])])
+    answer, good = texts(model.generate_until([req, *generate_requests(ids=[1])]))
     assert answer.startswith(ERROR_MARKER) and "x.png" in answer
     assert not good.startswith(ERROR_MARKER)
 
@@ -108,7 +108,7 @@ def test_on_error_raise_names_the_sample(tiny_model_dir):
     model = make_model(tiny_model_dir, on_error="raise")
     bad = request("generate_until", ("<image> <image>", dict(GEN), doc_to_visual, 0, "toy", "test"))
     with pytest.raises(SampleError, match="task toy doc 0"):
-        model.generate_until([bad])
+        texts(model.generate_until([bad]))
 
 
 def test_unknown_values_are_clear_errors(tiny_model_dir):
@@ -136,6 +136,6 @@ def test_loglikelihood_batched_equals_single_and_prefers_nothing_on_failure(tiny
 
 
 def test_static_cache_model_arg_gives_the_same_answers(tiny_model_dir):
-    default = make_model(tiny_model_dir, mode="future", batch_size=2).generate_until(generate_requests())
+    default = texts(make_model(tiny_model_dir, mode="future", batch_size=2).generate_until(generate_requests()))
     static = make_model(tiny_model_dir, mode="future", batch_size=2, cache_implementation="static")
-    assert static.generate_until(generate_requests()) == default
+    assert texts(static.generate_until(generate_requests())) == default

@@ -1,4 +1,5 @@
-"""lmms-eval ``--config`` files and model_args presets: the paper's variants (and mma) per model.
+"""lmms-eval ``--config`` files and model_args presets: the paper's variants (and mma) per model, for the paper's
+LLaVA-1.5 (``llava_futuremask``) and current VLMs (``futuremask``).
 
 The files under ``configs/`` are written by :func:`write_configs`; a test checks they match it. Each paper model also
 gets an ``exact/`` profile: the settings closest to the paper's own runs (float16 weights under bfloat16 autocast,
@@ -33,6 +34,11 @@ class ModelPreset:
 PRESETS: tuple[ModelPreset, ...] = (
     ModelPreset("llava-1.5-7b", "llava_futuremask", "llava-hf/llava-1.5-7b-hf", paper=True),
     ModelPreset("llava-1.5-13b", "llava_futuremask", "llava-hf/llava-1.5-13b-hf", paper=True),
+    ModelPreset("qwen2.5-vl-7b", "futuremask", "Qwen/Qwen2.5-VL-7B-Instruct"),
+    ModelPreset("llava-onevision-7b", "futuremask", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+    ModelPreset("internvl3-8b", "futuremask", "OpenGVLab/InternVL3-8B-hf"),
+    # Gemma 3's images attend each other both ways: `causal` is its M^c baseline.
+    ModelPreset("gemma-3-4b", "futuremask", "google/gemma-3-4b-it", variants=(*VARIANTS, "causal")),
 )
 MODELS = {p.key: p.pretrained for p in PRESETS}
 BY_KEY = {p.key: p for p in PRESETS}
@@ -73,6 +79,8 @@ def config_text(
     origin = f"paper script {script}" if script else "not in the paper"
     if parse_variant(variant)[0] == "mma":
         origin += ": generalised Modality-Mutual Attention"
+    elif parse_variant(variant)[0] == "causal":
+        origin += ": strictly causal, the model's own bidirectional parts removed"
     if profile == "exact":
         origin += "; the paper's precision and batch size"
     return (

@@ -100,9 +100,23 @@ def check_data(tasks: str, env: dict[str, str]) -> None:
         )
 
 
-def plan(variants: list[str], tasks: str, model_args: str, extra: list[str], env: dict[str, str]) -> None:
+#: Our lmms-eval models, and the model_args table each checks.
+MODELS = ("llava_futuremask", "futuremask")
+
+
+def plan(
+    variants: list[str], tasks: str, model_args: str, extra: list[str], env: dict[str, str], model: str = MODELS[0]
+) -> None:
     """Validate everything a sweep needs before its first run: a typo in the last variant fails now, not hours in."""
-    from ..runtime.model_args import parse_model_args
+    from ..runtime.model_args import FUTUREMASK_ARGS, LLAVA_FUTUREMASK_ARGS, parse_model_args
+    from ..validation import check_choice
+
+    try:
+        table = {"llava_futuremask": LLAVA_FUTUREMASK_ARGS, "futuremask": FUTUREMASK_ARGS}[
+            check_choice("--model", model, MODELS, noun="models")
+        ]
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
     if len(set(variants)) != len(variants):
         duplicates = sorted({v for v in variants if variants.count(v) > 1})
@@ -115,7 +129,7 @@ def plan(variants: list[str], tasks: str, model_args: str, extra: list[str], env
             mode, merge = parse_variant(variant)
         except ValueError as error:
             raise UserError(f"--variants: {error}") from None
-        parse_model_args({**args, "mode": mode, "merge": merge})
+        parse_model_args({**args, "mode": mode, "merge": merge}, table)
     check_data(tasks, env)
     check_tasks(tasks, extra)
 
@@ -177,25 +191,26 @@ def run_sweep(
     env: dict[str, str] | None = None,
     log: Callable[[str], None] = print,
     run: Callable[..., Path] = run_lmms_eval,
+    model: str = MODELS[0],
 ) -> list[VariantRun]:
     """Evaluate every variant (``MODE`` or ``MODE+merge``) with ``model_args`` (no mode/merge in it) on ``tasks``."""
     root, extra, env = Path(output_root), list(extra or []), dict(env or {})
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder")
-    plan(variants, tasks, model_args, extra, env)
+    plan(variants, tasks, model_args, extra, env, model)
     runs = []
     with sweep_lock(root):
         for number, variant in enumerate(variants, 1):
             prefix = f"[sweep {number}/{len(variants)}] {variant}"
-            runs.append(_run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run))
+            runs.append(_run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model))
     return runs
 
 
-def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run) -> VariantRun:
+def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model) -> VariantRun:
     folder = root / variant
     folder.mkdir(parents=True, exist_ok=True)
     args = f"{model_args},{variant_model_args(variant)},answer_cache={folder / 'answer_cache'}"
-    record = {"model_args": args, "tasks": tasks, "extra": extra, **run_identity(args, tasks, env)}
+    record = {"model": model, "model_args": args, "tasks": tasks, "extra": extra, **run_identity(args, tasks, env)}
     done = _completed(folder, record)
     if done is not None:
         log(f"{prefix}: complete, skipped ({folder})")
@@ -204,7 +219,7 @@ def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run)
     (folder / COMPLETE).unlink(missing_ok=True)
     start = time.perf_counter()
     try:
-        results = run(args, tasks, folder / "lmms-eval", folder / "lmms-eval.log", extra, env)
+        results = run(args, tasks, folder / "lmms-eval", folder / "lmms-eval.log", extra, env, model=model)
     except RuntimeError as error:
         log(f"{prefix}: FAILED, no results written (see {folder / 'lmms-eval.log'})")
         return VariantRun(variant, folder, "failed", time.perf_counter() - start, error=str(error))

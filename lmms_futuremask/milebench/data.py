@@ -151,6 +151,20 @@ def image_path(doc: dict[str, Any], index: int) -> Path:
     return path
 
 
+def image_size(doc: dict[str, Any], index: int) -> tuple[int, int]:
+    """``(width, height)`` of a doc's image, from its header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = image_path(doc, index)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError) as error:
+        raise MileBenchDataError(
+            f"{doc['milebench_task']} sample {doc['sample_id']}: cannot read image {path} ({error})"
+        ) from error
+
+
 #: PIL modes whose RGB conversion clips (16/32-bit grey): the official conversion is kept, with a warning.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from ..runtime.errors import ERROR_MARKER
 from .catalog import BY_TASK_NAME
 from .data import load_task, open_image
-from .prompt import full_prompt
+from .prompt import IMAGE_TEXT, full_prompt
 from .scoring import ScoringError, score_prediction
 
 logger = logging.getLogger("lmms_futuremask.milebench")
 LEVELS = ("Few", "Medium", "Many")
+
+#: The kind of lmms-eval model the tasks being built are for: ``simple`` (context, visuals) or ``chat``
+#: (``doc_to_messages``). Set while lmms-eval loads tasks (see ``model_wrappers/manifest.py``).
+TASK_TYPE: ContextVar[str] = ContextVar("milebench_task_type", default="simple")
 
 
 def official_metric(folder: str, question_type: str) -> str:
@@ -74,6 +79,24 @@ def doc_to_text(doc: dict[str, Any]) -> str:
 def doc_to_visual(doc: dict[str, Any]) -> list[Any]:
     """All the sample's images, in order (opened when the model asks for them)."""
     return [open_image(doc, i) for i in range(len(doc["images"]))]
+
+
+def doc_to_messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The official prompt as one chat user turn, each image in its slot (for lmms-eval's chat models): the
+    untruncated text, every image, no template (the model applies its own). Images pair with slots from the right,
+    as MileBench's dataset code pairs them; images without a slot go first, slots without an image are dropped."""
+    pieces = full_prompt(doc).split(IMAGE_TEXT)
+    images = doc_to_visual(doc)
+    slots = len(pieces) - 1
+    content: list[dict[str, Any]] = [{"type": "image", "url": image} for image in images[: max(0, len(images) - slots)]]
+    first_filled = slots - min(slots, len(images))  # slots before this one have no image left
+    paired = images[len(images) - min(slots, len(images)) :]
+    for index, piece in enumerate(pieces):
+        if index > first_filled:
+            content.append({"type": "image", "url": paired[index - 1 - first_filled]})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    return [{"role": "user", "content": content}]
 
 
 def sample_score(doc: dict[str, Any], prediction: str) -> tuple[float, bool]:

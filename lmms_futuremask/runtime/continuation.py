@@ -21,6 +21,15 @@ def position_ids_from(attention_mask: torch.Tensor, past_length: int = 0) -> tor
     return positions.masked_fill(attention_mask == 0, 0)
 
 
+def _rope_deltas(model: nn.Module) -> torch.Tensor | None:
+    """``[B, 1]``: the offsets a multimodal-RoPE model stored at its last prefill (``rope_deltas``), if any."""
+    for module in (model, getattr(model, "model", None)):
+        deltas = getattr(module, "rope_deltas", None)
+        if isinstance(deltas, torch.Tensor):
+            return deltas
+    return None
+
+
 @dataclass(frozen=True)
 class ContinuationScore:
     """Log-likelihood of a continuation: the sum of its token log-probs, and whether greedy decoding gives it."""
@@ -35,18 +44,22 @@ def score_continuations(
     prompt_inputs: Mapping[str, Any],
     continuations: list[list[int]],
     pad_token_id: int,
+    model_computes_positions: bool = False,
 ) -> list[ContinuationScore]:
     """Score ``continuations[b]`` after the left-padded prompt ``b`` of ``prompt_inputs``.
 
     One prefill of the prompts (under the model's mode, if enabled), then one causal forward of the right-padded
     continuations through the prompt cache. Equivalent to teacher-forced decode steps, one token at a time.
+    Positions skip the left padding, as ``generate`` counts them; a model that computes its own (multimodal RoPE,
+    ``model_computes_positions``) is never handed any.
     """
     if any(len(c) == 0 for c in continuations):
         raise ValueError("every continuation needs at least one token")
     inputs = dict(prompt_inputs)
     prompt_mask = inputs["attention_mask"]
     device = prompt_mask.device
-    inputs.setdefault("position_ids", position_ids_from(prompt_mask))
+    if not model_computes_positions:
+        inputs.setdefault("position_ids", position_ids_from(prompt_mask))
     prefill = model(**inputs, use_cache=True)
     first_logits = prefill.logits[:, -1:, :]
 
@@ -57,13 +70,18 @@ def score_continuations(
         cont_ids[row, : len(tokens)] = torch.tensor(tokens, device=device)
         cont_mask[row, : len(tokens)] = 1
     full_mask = torch.cat([prompt_mask, cont_mask.to(prompt_mask.dtype)], dim=1)
-    positions = position_ids_from(full_mask)[:, prompt_mask.shape[1] :]
+    positions = {"position_ids": position_ids_from(full_mask)[:, prompt_mask.shape[1] :]}
+    if model_computes_positions:
+        # Multimodal RoPE: what the model does itself for tokens after its prompt (its incremental-decoding
+        # positions: text positions shifted by the rope deltas it stored at the prefill), for several tokens at once.
+        deltas = _rope_deltas(model)
+        positions = {} if deltas is None else {"position_ids": positions["position_ids"][None] + deltas[None]}
     step = model(
         input_ids=cont_ids,
         attention_mask=full_mask,
-        position_ids=positions,
         past_key_values=prefill.past_key_values,
         use_cache=True,
+        **positions,
     )
     # Logits that predict continuation token t: the prompt's last position for t = 0, then continuation t - 1.
     logits = torch.cat([first_logits, step.logits[:, :-1, :]], dim=1).float()

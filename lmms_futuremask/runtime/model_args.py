@@ -49,9 +49,12 @@ def _args(*args: Arg) -> dict[str, Arg]:
     return {a.name: a for a in args}
 
 
-#: Every model_arg of ``llava_futuremask``, in the order the README lists them.
-LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
-    Arg("pretrained", "str", "llava-hf/llava-1.5-7b-hf", "HF model id or local checkpoint folder"),
+def _pretrained(default: str | None) -> Arg:
+    return Arg("pretrained", "str", default, "HF model id or local checkpoint folder", optional=default is None)
+
+
+#: The model_args both lmms-eval models take, with one meaning.
+COMMON_ARGS: dict[str, Arg] = _args(
     Arg("revision", "str", "main", "hub revision (branch, tag or commit)"),
     Arg("trust_remote_code", "bool", False, "passed to from_pretrained"),
     Arg("mode", "choice", "original", "the mask mode", choices=MODES, noun="modes"),
@@ -72,19 +75,8 @@ LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
     Arg("attn_implementation", "choice", "sdpa", "attention backend", choices=ATTN_IMPLEMENTATIONS),
     Arg("batch_size", "int", 1, "prompts per forward (left padded)", minimum=1),
     Arg("max_batch_size", "int", None, "only for --batch_size auto, which is not supported", optional=True),
-    Arg("conv_template", "choice", "auto", "conversation template", choices=(), noun="templates"),  # filled below
     Arg("max_new_tokens", "int", None, "overrides the task's max_new_tokens", minimum=1, optional=True),
     Arg("on_error", "choice", "record", "what a failing sample does", choices=ON_ERROR),
-    Arg("milebench_context_len", "int", 4096, "MileBench context budget in tokens", minimum=1),
-    Arg(
-        "milebench_image_tokens",
-        "int",
-        None,
-        "visual tokens one image costs (default: the model's)",
-        minimum=1,
-        optional=True,
-    ),  # fmt: skip
-    Arg("milebench_pad_square", "bool", True, "pad MileBench images to a square with the mean colour"),
     Arg("answer_cache", "str", None, "folder of the per-sample answer cache (resume)", optional=True),
     Arg(
         "cache_implementation",
@@ -96,11 +88,61 @@ LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
     ),  # fmt: skip
 )
 
+#: Every model_arg of ``llava_futuremask`` (the LLaVA-1.5 paper preset).
+LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
+    _pretrained("llava-hf/llava-1.5-7b-hf"),
+    *COMMON_ARGS.values(),
+    Arg("conv_template", "choice", "auto", "conversation template", choices=(), noun="templates"),  # filled below
+    Arg("milebench_context_len", "int", 4096, "MileBench context budget in tokens", minimum=1),
+    Arg(
+        "milebench_image_tokens",
+        "int",
+        None,
+        "visual tokens one image costs (default: the model's)",
+        minimum=1,
+        optional=True,
+    ),  # fmt: skip
+    Arg("milebench_pad_square", "bool", True, "pad MileBench images to a square with the mean colour"),
+)
+
+#: Every model_arg of ``futuremask`` (any Hugging Face VLM, its own chat template).
+FUTUREMASK_ARGS: dict[str, Arg] = _args(
+    _pretrained(None),
+    *COMMON_ARGS.values(),
+    Arg(
+        "milebench_context_len",
+        "int",
+        None,
+        "MileBench context budget in tokens (default: the model's context length)",
+        minimum=1,
+        optional=True,
+    ),  # fmt: skip
+    Arg(
+        "visual_token_ids",
+        "str",
+        None,
+        "token ids that count as visual, joined by '+' (default: the config's)",
+        optional=True,
+    ),  # fmt: skip
+    Arg("max_pixels", "int", None, "image processor max_pixels (Qwen-VL)", minimum=1, optional=True),
+    Arg("min_pixels", "int", None, "image processor min_pixels (Qwen-VL)", minimum=1, optional=True),
+    Arg(
+        "processor_kwargs",
+        "str",
+        None,
+        'more processor options as JSON, e.g. {"do_image_splitting": false}',
+        optional=True,
+    ),  # fmt: skip
+    Arg("frames_as_video", "bool", False, "give a sample's images to a video-capable model as one video"),
+    Arg("video_frames", "int", 8, "frames sampled from a video file", minimum=1),
+    Arg("system_prompt", "str", None, "a system turn before every prompt", optional=True),
+)
+
 
 def _conv_templates() -> tuple[str, ...]:
     from .prompting import CONV_TEMPLATES
 
-    return ("auto", *CONV_TEMPLATES)
+    return ("auto", *CONV_TEMPLATES, "chat")
 
 
 def _coerce(arg: Arg, value: Any) -> Any:
@@ -164,6 +206,29 @@ def check_pretrained(value: str) -> str:
     return value
 
 
+def _token_ids(value: Any) -> tuple[int, ...]:
+    parts = str(value).replace(";", "+").split("+")
+    if not all(p.strip().isdigit() for p in parts):
+        raise ModelArgsError(
+            f"model_args: visual_token_ids={value!r} is not valid; give ids joined by '+', e.g. 151655+151656"
+        )
+    return tuple(int(p) for p in parts)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as error:
+        raise ModelArgsError(
+            f'model_args: processor_kwargs is not valid JSON ({error}); e.g. {{"max_pixels": 1003520}}'
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ModelArgsError('model_args: processor_kwargs must be a JSON object, e.g. {"max_pixels": 1003520}')
+    return parsed
+
+
 def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FUTUREMASK_ARGS) -> dict[str, Any]:
     """Checked model_args: every key of ``table`` with its value or default. Raises :class:`ModelArgsError`."""
     unknown = sorted(set(raw) - set(table))
@@ -183,7 +248,13 @@ def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FU
             "model_args: max_batch_size only applies to --batch_size auto, which is not supported; "
             "drop it and give batch_size=N"
         )
+    if values["pretrained"] is None:
+        raise ModelArgsError("model_args: pretrained is required, e.g. pretrained=Qwen/Qwen2.5-VL-7B-Instruct")
     values["pretrained"] = check_pretrained(values["pretrained"])
+    if values.get("visual_token_ids") is not None:
+        values["visual_token_ids"] = _token_ids(values["visual_token_ids"])
+    if values.get("processor_kwargs") is not None:
+        values["processor_kwargs"] = _json_object(values["processor_kwargs"])
     merge_options = {k: values[k] for k in ("merge_pool", "merge_kernel", "merge_prefix") if values.get(k) is not None}
     try:
         merge_settings(values["merge"], values["mode"], merge_options)

@@ -1,12 +1,20 @@
 """Prompt text: where images go, and the conversation template around the user turn.
 
-LLaVA-style processors expand each ``<image>`` placeholder into the image's visual tokens, in order. So an
-interleaved prompt is just text with placeholders in place; a task without placeholders gets them prepended.
+A sample's text marks each image's place with ``<image>`` (interleaved prompts); a text without placeholders gets
+its images prepended. Two ways to turn that into the model's prompt:
+
+* :func:`render_prompt`, for LLaVA-style processors, which expand each ``<image>`` of the text themselves: the text
+  goes into one of the fixed conversation templates of :data:`CONV_TEMPLATES` (the paper's LLaVA-1.5 prompts);
+* :func:`chat_messages`, for any processor with a chat template: a user turn whose content alternates text and
+  ``{"type": "image"}`` (or one ``{"type": "video"}``) parts in the text's order, which the processor's own template
+  renders with the family's own placeholders (``<|image_pad|>``, ``<start_of_image>``, ``[IMG]``, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from ..validation import check_choice
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -35,9 +43,8 @@ DEFAULT_CONV_TEMPLATE = "llava_hf"
 
 
 def check_conv_template(name: str) -> str:
-    if name not in CONV_TEMPLATES:
-        raise ValueError(f"unknown conv_template {name!r}; valid templates are: {', '.join(CONV_TEMPLATES)}")
-    return name
+    """Return ``name`` if it is a conversation template, else raise naming the valid ones."""
+    return check_choice("conv_template", name, CONV_TEMPLATES, noun="templates")
 
 
 class ImageCountMismatch(ValueError):
@@ -64,3 +71,23 @@ def place_images(context: str, n_images: int, where: str = "") -> str:
 def render_prompt(context: str, n_images: int, conv_template: str = DEFAULT_CONV_TEMPLATE, where: str = "") -> str:
     """The full prompt for one sample: images placed, then the conversation template applied."""
     return CONV_TEMPLATES[check_conv_template(conv_template)](place_images(context, n_images, where))
+
+
+def chat_messages(
+    context: str, n_images: int, where: str = "", video: bool = False, system: str | None = None
+) -> list[dict]:
+    """The chat messages of one sample: a user turn with its text and image parts in order (see the module doc).
+
+    With ``video`` the sample's images are the frames of one video, placed where the first image goes.
+    """
+    pieces = place_images(context, n_images, where).split(IMAGE_PLACEHOLDER)
+    content: list[dict] = []
+    for index, piece in enumerate(pieces):
+        if index and not (video and index > 1):
+            content.append({"type": "video" if video else "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    messages = [{"role": "user", "content": content}]
+    if system:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+    return messages

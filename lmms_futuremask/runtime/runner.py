@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from ..validation import check_choice
 from .answer_cache import AnswerCache, request_key
 from .errors import ERROR_MARKER, RunFailed, SampleError, is_error_answer
-from .vlm import VLM, GenerationSettings, Sample
+from .vlm import VLM, Generation, GenerationSettings, Sample
 
 logger = logging.getLogger("lmms_futuremask")
 
@@ -63,6 +63,13 @@ class Request:
         return f"task {self.task} doc {self.doc_id}"
 
 
+def _from_cache(kind: str, value: Any) -> Any:
+    """A cached answer back in the runner's form (a bare string is an answer stored without its prompt)."""
+    if kind == "loglikelihood":
+        return tuple(value)
+    return Generation(value) if isinstance(value, str) else Generation(**value)
+
+
 class Runner:
     """Runs requests through a :class:`VLM` under one failure policy and one answer cache."""
 
@@ -87,8 +94,9 @@ class Runner:
 
     # -- public ----------------------------------------------------------------------------------------------------
 
-    def generate(self, requests: list[Request]) -> list[str]:
-        """One answer per request, in order: cached, generated, or an error answer."""
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        """One answer per request, in order: cached, generated, or an error answer (its text starts with
+        :data:`~lmms_futuremask.runtime.errors.ERROR_MARKER`)."""
         return self._run(requests, self._generate_batch, self._error_answer)
 
     def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
@@ -108,7 +116,7 @@ class Runner:
             if cached is None:
                 todo.append(index)
             else:
-                answers[index] = tuple(cached) if requests[index].kind == "loglikelihood" else cached
+                answers[index] = _from_cache(requests[index].kind, cached)
         kind = requests[0].kind if requests else ""
         bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
         for batch in self._batches(todo, requests):
@@ -136,7 +144,7 @@ class Runner:
             else:
                 answers[index] = result
                 if keys[index] is not None:
-                    self.answer_cache.put(keys[index], result)
+                    self.answer_cache.put(keys[index], asdict(result) if isinstance(result, Generation) else result)
 
     def _key(self, request: Request) -> str | None:
         if self.answer_cache is None or (request.kind == "loglikelihood" and request.options is None):
@@ -153,7 +161,7 @@ class Runner:
             for start in range(0, len(ordered), self.batch_size):
                 yield ordered[start : start + self.batch_size]
 
-    def _generate_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[str]:
+    def _generate_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[Generation]:
         return self.vlm.generate_batch([sample for sample, _ in loaded], first.settings)
 
     def _score_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[tuple[float, bool]]:
@@ -203,8 +211,8 @@ class Runner:
         return failed_value(request, error)
 
     @staticmethod
-    def _error_answer(request: Request, error: BaseException) -> str:
-        return f"{ERROR_MARKER} {request.where}: {type(error).__name__}: {error}"
+    def _error_answer(request: Request, error: BaseException) -> Generation:
+        return Generation(f"{ERROR_MARKER} {request.where}: {type(error).__name__}: {error}")
 
     def _report(self, requests: list[Request], answers: list[Any]) -> None:
         """Log the cache and failure summary; raise if every request of the pass failed."""
@@ -223,7 +231,7 @@ class Runner:
             len(failures),
             "\n  ".join(failures),
         )
-        failed = sum(1 for a in answers if is_error_answer(a) or a == FAILED_SCORE)
+        failed = sum(1 for a in answers if a == FAILED_SCORE or (isinstance(a, Generation) and is_error_answer(a.text)))
         if failed == len(answers):
             raise RunFailed(
                 f"{self.label}: every sample failed ({failed} of {len(answers)}); no results are written. "

@@ -17,7 +17,13 @@ from transformers import StoppingCriteria
 
 from ..attention.integration import enable
 from .continuation import ContinuationScore, score_continuations
-from .prompting import DEFAULT_CONV_TEMPLATE, check_conv_template, render_prompt
+from .prompting import (
+    DEFAULT_CONV_TEMPLATE,
+    IMAGE_PLACEHOLDER,
+    chat_messages,
+    check_conv_template,
+    render_prompt,
+)
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -38,6 +44,7 @@ class Sample:
     input_ids: list[int] | None = None
     pixel_values: torch.Tensor | None = None
     notes: tuple[str, ...] = ()
+    video: bool = False  # the images are the frames of one video (chat prompts of video-capable processors)
 
 
 @dataclass
@@ -67,6 +74,17 @@ class GenerationSettings:
         }
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One answer and what produced it: the prompt as fed (template applied, images as the processor's placeholders
+    before their expansion) and the token counts (prompt tokens the model saw, visual ones included; new tokens)."""
+
+    text: str
+    prompt: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 class StopAtTokens(StoppingCriteria):
     """A ``generate`` stopping criterion: a row is done once its last token is one of ``ids``.
 
@@ -78,6 +96,12 @@ class StopAtTokens(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
+
+
+def _generated_length(tokens: torch.Tensor, ends: torch.Tensor) -> int:
+    """New tokens up to and including the first end token (what follows it is padding)."""
+    stops = torch.isin(tokens, ends).nonzero()
+    return int(stops[0, 0]) + 1 if len(stops) else int(tokens.shape[0])
 
 
 def cut_at_stop_strings(text: str, until: Sequence[str]) -> str:
@@ -97,8 +121,37 @@ def resolve_dtype(dtype: str | torch.dtype) -> Any:
     return DTYPES[check_choice("dtype", dtype, DTYPES)]
 
 
+#: The ``conv_template`` that renders prompts with the processor's own chat template (any VLM family).
+CHAT_TEMPLATE = "chat"
+
+
+def load_model(pretrained: str, **kwargs: Any) -> Any:
+    """``AutoModelForImageTextToText``, or ``AutoModelForCausalLM`` for VLMs registered only there
+    (Phi-4-multimodal)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(
+        pretrained, revision=kwargs.get("revision"), trust_remote_code=kwargs.get("trust_remote_code", False)
+    )
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or kwargs.get("trust_remote_code"):
+        return AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
+
+
+def uses_multimodal_rope(model: Any) -> bool:
+    """Whether the model computes its own (3-D, M-RoPE) positions from the prompt (Qwen2/2.5/3-VL and kin): then
+    nobody else may pass it ``position_ids``."""
+    return any(hasattr(m, "get_rope_index") for m in (model, getattr(model, "model", None)) if m is not None)
+
+
 class VLM:
-    """A VLM, its processor and a conversation template, with the mode already enabled."""
+    """A VLM, its processor and how prompts are rendered, with the mode already enabled.
+
+    ``conv_template`` is one of :data:`~lmms_futuremask.runtime.prompting.CONV_TEMPLATES` (LLaVA-style processors that
+    expand ``<image>`` themselves; images passed as one flat list) or ``"chat"`` (the processor's own chat template,
+    any family; images nested per prompt, a sample's frames as one video where ``Sample.video``).
+    """
 
     def __init__(
         self,
@@ -106,6 +159,7 @@ class VLM:
         processor: Any,
         conv_template: str = DEFAULT_CONV_TEMPLATE,
         autocast: str | torch.dtype | None = None,
+        system: str | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -113,8 +167,11 @@ class VLM:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.conv_template = check_conv_template(conv_template)
+        self.conv_template = conv_template if conv_template == CHAT_TEMPLATE else check_conv_template(conv_template)
         self.autocast = None if autocast in (None, "none") else resolve_dtype(autocast)
+        self.system = system
+        self.multimodal_rope = uses_multimodal_rope(model)
+        self._image_costs: dict[tuple[int, int], int] = {}
 
     @classmethod
     def from_pretrained(
@@ -130,12 +187,15 @@ class VLM:
         revision: str = "main",
         trust_remote_code: bool = False,
         autocast: str | None = None,
+        system: str | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        visual_token_ids: tuple[int, ...] | None = None,
         **merge_options: Any,
     ) -> VLM:
         """Load model and processor, move the model to ``device`` (unless ``device_map``) and enable the mode."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
 
-        model = AutoModelForImageTextToText.from_pretrained(
+        model = load_model(
             pretrained,
             revision=revision,
             dtype=resolve_dtype(dtype),
@@ -145,9 +205,11 @@ class VLM:
         ).eval()
         if not device_map:
             model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        enable(model, mode, merge, **merge_options)
-        processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-        return cls(model, processor, conv_template=conv_template, autocast=autocast)
+        enable(model, mode, merge, visual_token_ids=visual_token_ids, **merge_options)
+        processor = AutoProcessor.from_pretrained(
+            pretrained, revision=revision, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
+        )
+        return cls(model, processor, conv_template=conv_template, autocast=autocast, system=system)
 
     @property
     def device(self) -> torch.device:
@@ -155,23 +217,48 @@ class VLM:
         return next(self.model.parameters()).device
 
     def prompt(self, sample: Sample) -> str:
-        """The full prompt text of a sample: images placed, conversation template applied."""
+        """The full prompt text of a sample: images placed, conversation (or chat) template applied."""
         template = sample.conv_template or self.conv_template
-        return render_prompt(sample.context, len(sample.images), template, sample.where)
+        if template != CHAT_TEMPLATE:
+            return render_prompt(sample.context, len(sample.images), template, sample.where)
+        messages = chat_messages(sample.context, len(sample.images), sample.where, sample.video, self.system)
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Processor outputs of a left-padded batch, on the model's device (pixels in the model's dtype)."""
-        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return dict(inputs)
+    def encode(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Processor outputs of a left-padded batch, on the model's device (floats in the model's dtype)."""
+        prompts = [self.prompt(s) for s in samples]
+        media: dict[str, Any] = {}
+        if any(s.images for s in samples):
+            if self.conv_template == CHAT_TEMPLATE:  # nested per prompt: the form every family's processor takes
+                images = [s.images for s in samples if s.images and not s.video]
+                videos = [s.images for s in samples if s.images and s.video]
+                media = {"images": images or None, "videos": videos or None}
+            else:
+                media = {"images": [image for s in samples for image in s.images]}
+        inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **media)
+        inputs = {k: v for k, v in inputs.items() if k not in ("labels", "text_replacement_offsets")}
+        return {
+            key: value.to(self.device, self.model.dtype) if value.is_floating_point() else value.to(self.device)
+            for key, value in inputs.items()
+        }
+
+    def image_cost(self, size: tuple[int, int]) -> int:
+        """Tokens one image of ``size`` (width, height) adds to a prompt in this model (visual tokens and the markers
+        the processor puts around them), measured once per size through the processor itself."""
+        if size not in self._image_costs:
+            from PIL import Image
+
+            image = Image.new("RGB", size, (127, 127, 127))
+            with_image = self.encode([Sample(f"{IMAGE_PLACEHOLDER}x", [image], "image cost")])["input_ids"].shape[1]
+            without = self.encode([Sample("x", [], "image cost")])["input_ids"].shape[1]
+            self._image_costs[size] = with_image - without
+        return self._image_costs[size]
 
     def inputs(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         """Model inputs of a batch: through the processor, or left-padded from the samples' own ``input_ids``."""
         built = [s.input_ids is not None for s in samples]
         if not any(built):
-            return self.encode([self.prompt(s) for s in samples], [img for s in samples for img in s.images])
+            return self.encode(samples)
         if not all(built):
             raise ValueError("a batch cannot mix samples with ready input_ids and samples rendered by the processor")
         width = max(len(s.input_ids) for s in samples)
@@ -201,7 +288,7 @@ class VLM:
         return len(self.tokenizer.encode(text, add_special_tokens=False)) + n_images * self.tokens_per_image
 
     @torch.inference_mode()
-    def generate_batch(self, samples: list[Sample], settings: GenerationSettings) -> list[str]:
+    def generate_batch(self, samples: list[Sample], settings: GenerationSettings) -> list[Generation]:
         """Answers of a batch, in order; a batch of any size gives the tokens of one-at-a-time runs."""
         inputs = self.inputs(samples)
         extra = {"stopping_criteria": [StopAtTokens(settings.stop_token_ids)]} if settings.stop_token_ids else {}
@@ -215,7 +302,16 @@ class VLM:
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop_strings(t, settings.until) for t in texts]
+        ends = torch.tensor([self.tokenizer.eos_token_id, *settings.stop_token_ids], device=new_tokens.device)
+        return [
+            Generation(
+                cut_at_stop_strings(text, settings.until),
+                self.prompt(sample),
+                int(inputs["attention_mask"][row].sum()),
+                _generated_length(new_tokens[row], ends),
+            )
+            for row, (sample, text) in enumerate(zip(samples, texts, strict=True))
+        ]
 
     def continuation_tokens(self, prompt: str, continuation: str) -> list[int]:
         """Tokens of ``continuation`` as they follow ``prompt`` (split the joint encoding where it agrees)."""
@@ -230,7 +326,9 @@ class VLM:
         prompts = [self.prompt(s) for s in samples]
         tokens = [self.continuation_tokens(p, c) for p, c in zip(prompts, continuations, strict=True)]
         with self._autocast():
-            return score_continuations(self.model, self.inputs(samples), tokens, self.tokenizer.pad_token_id)
+            return score_continuations(
+                self.model, self.inputs(samples), tokens, self.tokenizer.pad_token_id, self.multimodal_rope
+            )
 
     def probe(self) -> None:
         """Run one tiny prompt with one synthetic image through the whole model (two new tokens, so a decode step

@@ -1,10 +1,12 @@
 """lmms-eval glue for the MileBench tasks: wires lmms_futuremask.milebench into lmms-eval's task API.
 
 Data come from $MILEBENCH_DIR (default ~/.cache/lmms-futuremask/MileBench) in the official layout; see the README.
+lmms-eval builds a task declared with ``class:`` as given, so :class:`MileBench` picks the class for the kind of
+model the tasks are loaded for: a simple task (context and visuals) or a chat task (``doc_to_messages``).
 """
 
 from datasets import Dataset, DatasetDict
-from lmms_eval.api.task import ConfigurableTask
+from lmms_eval.api.task import ConfigurableMessagesTask, ConfigurableTask
 
 from lmms_futuremask.milebench import task_hooks
 from lmms_futuremask.milebench.catalog import BY_TASK_NAME
@@ -12,10 +14,11 @@ from lmms_futuremask.milebench.data import load_docs
 
 doc_to_text = task_hooks.doc_to_text
 doc_to_visual = task_hooks.doc_to_visual
+doc_to_messages = task_hooks.doc_to_messages
 process_results = task_hooks.process_results
 
 
-class MileBenchTask(ConfigurableTask):
+class _MileBench:
     """A MileBench task read from the official folder; its metrics follow the task's question type."""
 
     def __init__(self, config=None):
@@ -27,3 +30,22 @@ class MileBenchTask(ConfigurableTask):
         docs = load_docs(BY_TASK_NAME[self.config.task].folder)
         self.dataset = DatasetDict({"test": Dataset.from_list(docs)})
         self.dataset_no_image = self.dataset
+
+
+class MileBenchTask(_MileBench, ConfigurableTask):
+    """For simple models (ours among them)."""
+
+
+class MileBenchMessagesTask(_MileBench, ConfigurableMessagesTask):
+    """For chat models: requests carry ``doc_to_messages``."""
+
+
+class MileBench:
+    """What the YAMLs' ``class:`` names: builds the task for the kind of model lmms-eval is loading tasks for."""
+
+    def __new__(cls, config=None):
+        chat = task_hooks.TASK_TYPE.get() == "chat"
+        return (MileBenchMessagesTask if chat else MileBenchTask)(config=config)
+
+    def __init__(self, config=None):  # lmms-eval passes config= only to classes whose __init__ takes it
+        raise AssertionError("MileBench builds a MileBenchTask or MileBenchMessagesTask instead")
