@@ -1,17 +1,30 @@
-"""``lmms-futuremask``: the project's own subcommands (lmms-eval itself stays the evaluation CLI)."""
+"""``lmms-futuremask``: the project's own subcommands (lmms-eval itself stays the evaluation CLI).
+
+Parse and dispatch only: each subcommand calls one library function.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
+from . import __version__
 from .attention.masks import MODES
-from .attention.variants import PAPER_VARIANTS, variant_model_args
-from .experiments.evalrun import OFFLINE_ENV, run_lmms_eval
+from .attention.variants import PAPER_VARIANTS
 from .validation import UserError
+
+DESCRIPTION = """Future-aware causal masks for VLMs in lmms-eval: tools around the evaluation.
+
+Evaluate with lmms-eval itself, e.g.
+  lmms-eval --model llava_futuremask --model_args pretrained=llava-hf/llava-1.5-7b-hf,mode=future_v2v \\
+      --tasks milebench
+and use these subcommands for the rest: data, sweeps of variants, reports, inspection, benchmarks."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each help text; descriptions keep their line breaks."""
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -31,73 +44,42 @@ def cmd_sample_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: tiny checkpoint, synthetic data, real lmms-eval CLI, one run per
-    variant, then the report (table, significance, pictures)."""
-    from .milebench.fake import write_fake_milebench
-    from .testing.sample_task import GROUP_NAME, write_sample_task
-    from .testing.tiny import write_tiny_model
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .milebench.catalog import GROUPS, TASK_FOLDER, TASKS
 
-    out = Path(args.out).resolve()
-    variants = args.variants.split(",")
-    variant_args = {v: variant_model_args(v) for v in variants}
-    model_dir = write_tiny_model(out / "tiny-llava")
-    env, extra = dict(OFFLINE_ENV), ["--batch_size", str(args.batch_size)]
-    if GROUP_NAME in args.tasks:
-        extra += ["--include_path", str(write_sample_task(out / "tasks", n_docs=args.docs))]
-    if "milebench" in args.tasks:
-        env["MILEBENCH_DIR"] = str(write_fake_milebench(out / "MileBench", samples_per_task=args.docs))
-    for variant in variants:
-        output_path = out / "results" / variant
-        shutil.rmtree(output_path, ignore_errors=True)
-        model_args = f"pretrained={model_dir},{variant_args[variant]},device={args.device}"
-        model_args += f",max_new_tokens={args.max_new_tokens}"
-        print(f"[demo] {variant}: lmms-eval --model llava_futuremask --model_args {model_args}", flush=True)
-        try:
-            run_lmms_eval(model_args, args.tasks, output_path, out / f"lmms-eval-{variant}.log", extra, env)
-        except RuntimeError as error:
-            print(f"[demo] {variant}: {error}", file=sys.stderr)
-            return 1
-    print(write_report([out / "results" / v for v in variants], out / "report"))
-    print("Scores of a tiny random model on synthetic data: the pipeline is real, the numbers mean nothing.")
+    if args.path:
+        print(TASK_FOLDER)
+        return 0
+    print("MileBench tasks for lmms-eval (found by --tasks with no flag once lmms-futuremask is installed):")
+    for name, members in GROUPS.items():
+        print(f"  {name:<24} group of {len(members)} tasks")
+    for task in TASKS:
+        print(f"  {task.task_name:<36} {task.folder} ({task.category})")
+    print('List them with lmms-eval itself: lmms-eval tasks list --include-path "$(lmms-futuremask tasks --path)"')
     return 0
 
 
-def write_report(folders: list[Path], out_dir: Path) -> str:
-    """Table (markdown + CSV), delta heatmap and mask-pattern figure for some lmms-eval output folders."""
-    from .experiments.plots import delta_heatmap, mask_patterns
-    from .experiments.report import build_report, format_markdown, load_run, write_csv
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments.demo import run_demo
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; give a folder for the report")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report([load_run(folder) for folder in folders])
-    markdown = format_markdown(report)
-    (out_dir / "report.md").write_text(markdown + "\n")
-    write_csv(report, out_dir / "report.csv")
-    pictures = [mask_patterns(out_dir / "mask_patterns.png")]
-    if "original" in report.variants and len(report.variants) > 1:
-        pictures.append(delta_heatmap(report, out_dir / "deltas.png"))
-    files = ", ".join(str(p) for p in [out_dir / "report.md", out_dir / "report.csv", *pictures])
-    return f"{markdown}\n\nwritten: {files}"
-
-
-def _expand_run_folders(paths: list[str]) -> list[Path]:
-    """Sweep roots expand to their variant folders; anything else is taken as one lmms-eval output folder."""
-    from .experiments.sweep import COMPLETE, INCOMPLETE
-
-    folders = []
-    for path in map(Path, paths):
-        variants = sorted({p.parent for name in (COMPLETE, INCOMPLETE) for p in path.glob(f"*/{name}")})
-        folders += variants or [path]
-    return folders
+    return run_demo(
+        args.out, args.variants.split(","), args.tasks, args.docs, args.batch_size, args.max_new_tokens, args.device
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import run_sweep
 
     passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
-    runs = run_sweep(args.variants.split(","), args.tasks, args.model_args, args.out, passthrough, model=args.model)
+    runs = run_sweep(
+        args.variants.split(","),
+        args.tasks,
+        args.model_args,
+        args.out,
+        passthrough,
+        model=args.model,
+        progress_every=args.progress_every,
+    )
     done = [r.variant for r in runs if r.status in ("complete", "skipped")]
     print(f"[sweep] {len(done)} of {len(runs)} variant(s) complete; report with: lmms-futuremask report {args.out}")
     unfinished = [f"{r.variant} ({r.status})" for r in runs if r.status not in ("complete", "skipped")]
@@ -108,21 +90,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print(write_report(_expand_run_folders(args.folders), Path(args.out)))
+    from .experiments.report import write_report
+
+    print(write_report(args.folders, args.out, allow_mismatch=args.allow_mismatch))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from .experiments.plots import inspect_attention
 
-    from .experiments.plots import attention_maps
-
-    processor = AutoProcessor.from_pretrained(args.pretrained)
-    model = AutoModelForImageTextToText.from_pretrained(args.pretrained, attn_implementation="eager").eval()
-    images = [Image.open(p).convert("RGB") for p in args.image]
-    inputs = processor(text=[args.prompt], images=images or None, return_tensors="pt")
-    for path in attention_maps(model, dict(inputs), args.modes.split(","), args.out, layer=args.layer):
+    for path in inspect_attention(
+        args.pretrained, args.prompt, args.image, args.modes.split(","), args.out, args.layer, args.device, args.dtype
+    ):
         print(f"written: {path}")
     return 0
 
@@ -170,12 +149,14 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .experiments.bench import format_rows, run_bench, write_outputs
 
-    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in text.split(","))
+
     rows, weight_bytes = run_bench(
         arch=args.arch,
         variants=tuple(args.variants.split(",")),
-        images=ints(args.images),
-        batches=ints(args.batches),
+        images=numbers(args.images),
+        batches=numbers(args.batches),
         text_tokens=args.text_tokens,
         new_tokens=args.new_tokens,
         repeats=args.repeats,
@@ -189,97 +170,186 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(sub, name: str, summary: str, description: str, func) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmms-futuremask", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Every subcommand, each argument with its help and default."""
+    parser = argparse.ArgumentParser(prog="lmms-futuremask", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    variants_help = f"comma-separated MODE or MODE+merge; modes: {', '.join(MODES)}"
 
-    tiny = sub.add_parser("tiny-model", help="write a deterministic tiny random VLM checkpoint (offline)")
-    tiny.add_argument("dir")
-    tiny.add_argument("--family", default="llava", help="VLM family, e.g. llava, qwen2_5_vl, gemma3, idefics3")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_tiny_model)
-
-    sample = sub.add_parser("sample-task", help="write the synthetic futuremask_sample lmms-eval tasks")
-    sample.add_argument("dir")
-    sample.add_argument("--docs", type=int, default=12)
-    sample.set_defaults(func=cmd_sample_task)
-
-    demo = sub.add_parser("demo", help="the main job: lmms-eval on the tiny checkpoint and synthetic data, per mode")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument(
-        "--variants",
-        default=",".join(PAPER_VARIANTS),
-        help=f"comma-separated MODE or MODE+merge; modes: {', '.join(MODES)}",
+    p = _subcommand(
+        sub,
+        "tasks",
+        "list the MileBench tasks and groups this plugin adds to lmms-eval",
+        "The 29 MileBench tasks and their groups. `lmms-eval tasks list` does not load plugins; pass it our task "
+        'folder: lmms-eval tasks list --include-path "$(lmms-futuremask tasks --path)"',
+        cmd_tasks,
     )
-    demo.add_argument("--tasks", default="milebench_paper", help="milebench* tasks/groups and/or futuremask_sample")
-    demo.add_argument("--docs", type=int, default=2, help="samples per task in the synthetic data")
-    demo.add_argument("--batch-size", type=int, default=2)
-    demo.add_argument("--max-new-tokens", type=int, default=16, help="shortened from the protocol's 512 for speed")
-    demo.add_argument("--device", default="cpu")
-    demo.set_defaults(func=cmd_demo)
+    p.add_argument("--path", action="store_true", help="print only the task folder (for --include-path)")
 
-    fake = sub.add_parser("fake-milebench", help="write a synthetic MileBench (all 29 tasks) in the official layout")
-    fake.add_argument("dir")
-    fake.add_argument("--samples", type=int, default=4, help="samples per task")
-    fake.add_argument("--seed", type=int, default=0)
-    fake.set_defaults(func=cmd_fake_milebench)
+    p = _subcommand(
+        sub,
+        "demo",
+        "the main job: every variant on the tiny checkpoint and synthetic data, then the report",
+        "Writes a tiny random LLaVA checkpoint and synthetic data under --out, runs the real lmms-eval CLI once per "
+        "variant (offline) and writes the report. The pipeline is real; a random model's numbers mean nothing.",
+        cmd_demo,
+    )
+    p.add_argument("--out", default="runs/demo", help="folder for the checkpoint, data, results and report")
+    p.add_argument("--variants", default=",".join(PAPER_VARIANTS), help=variants_help)
+    p.add_argument("--tasks", default="milebench_paper", help="milebench* tasks/groups and/or futuremask_sample")
+    p.add_argument("--docs", type=int, default=2, help="samples per task in the synthetic data")
+    p.add_argument("--batch-size", type=int, default=2, help="prompts per forward")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="answer length (the protocol's 512, cut for speed)")
+    p.add_argument("--device", default="cpu", help="torch device of the runs")
 
-    download = sub.add_parser("download-milebench", help="fetch, extract and verify the official MileBench data")
-    download.add_argument("--dir", default=None, help="target folder (default: $MILEBENCH_DIR or the cache folder)")
-    download.add_argument("--source", default=None, help="a local folder holding the MileBench_part*.tar.gz files")
-    download.add_argument("--parts", default=None, help="comma-separated part numbers (default: 0-5)")
-    download.add_argument("--force", action="store_true", help="re-extract parts already done")
-    download.add_argument("--keep", action="store_true", help="keep downloaded archives after extraction")
-    download.set_defaults(func=cmd_download_milebench)
+    p = _subcommand(
+        sub,
+        "sweep",
+        "run variants through lmms-eval one after another, resumably",
+        "Each variant runs in its own folder under --out with an answer cache; a rerun skips complete variants and "
+        "computes only the samples that failed. Everything is validated before the first run. Arguments after -- "
+        "go to lmms-eval (e.g. -- --limit 50 --batch_size 8).",
+        cmd_sweep,
+    )
+    p.add_argument("--variants", default=",".join(PAPER_VARIANTS), help=variants_help)
+    p.add_argument("--tasks", default="milebench_paper", help="lmms-eval tasks or groups, comma-separated")
+    p.add_argument("--model", default="llava_futuremask", help="lmms-eval model: llava_futuremask or futuremask")
+    p.add_argument("--model-args", required=True, help="lmms-eval model_args without mode/merge")
+    p.add_argument("--out", default="runs/sweep", help="sweep folder: one subfolder per variant")
+    p.add_argument(
+        "--progress-every", type=float, default=60.0, help="seconds between progress lines of a running variant"
+    )
+    p.add_argument("lmms_eval_args", nargs=argparse.REMAINDER, help="after --: passed on to lmms-eval")
 
-    sweep = sub.add_parser("sweep", help="run variants through lmms-eval one after another, resumably")
-    sweep.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated MODE or MODE+merge")
-    sweep.add_argument("--tasks", default="milebench_paper")
-    sweep.add_argument("--model", default="llava_futuremask", help="llava_futuremask or futuremask")
-    sweep.add_argument("--model-args", required=True, help="lmms-eval model_args without mode/merge")
-    sweep.add_argument("--out", default="runs/sweep")
-    sweep.add_argument("lmms_eval_args", nargs=argparse.REMAINDER, help="after --: passed on to lmms-eval")
-    sweep.set_defaults(func=cmd_sweep)
+    p = _subcommand(
+        sub,
+        "report",
+        "Table-4-style comparison with significance, heatmap and mask figure",
+        "One row per variant, one column per task and group, differences from `original` with paired tests "
+        "(Holm-adjusted), failed samples, and the paper's published rows. Runs that differ in more than the mask "
+        "(checkpoint, other model_args, generation settings, limits, samples, data) are refused unless "
+        "--allow-mismatch.",
+        cmd_report,
+    )
+    p.add_argument("folders", nargs="+", help="lmms-eval output folders, one per variant, or a sweep folder")
+    p.add_argument("--out", default="runs/report", help="folder for report.md, report.csv and the PNGs")
+    p.add_argument(
+        "--allow-mismatch", action="store_true", help="write the report anyway, marking the cells not comparable"
+    )
 
-    report = sub.add_parser("report", help="Table-4-style comparison with significance, heatmap and mask figure")
-    report.add_argument("folders", nargs="+", help="lmms-eval output folders, one per variant, or a sweep folder")
-    report.add_argument("--out", default="runs/report")
-    report.set_defaults(func=cmd_report)
+    p = _subcommand(
+        sub,
+        "inspect",
+        "save head-averaged attention maps of one prompt under several modes",
+        "Loads a checkpoint with eager attention (the only backend that returns weights) and saves one PNG per mode "
+        "of one layer's head-averaged attention for one prompt.",
+        cmd_inspect,
+    )
+    p.add_argument("--pretrained", required=True, help="HF model id or local checkpoint folder")
+    p.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    p.add_argument("--prompt", required=True, help="the full prompt, with the model's image placeholder per image")
+    p.add_argument("--modes", default="original,future", help="comma-separated modes")
+    p.add_argument("--layer", type=int, default=-1, help="decoder layer (negative: from the last)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (auto: bfloat16 on a GPU, float32 on the CPU; a 7B needs ~28 GB in float32)",
+    )
+    p.add_argument("--out", default="runs/inspect", help="folder for the PNGs")
 
-    inspect = sub.add_parser("inspect", help="save head-averaged attention maps of one prompt under several modes")
-    inspect.add_argument("--pretrained", required=True)
-    inspect.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
-    inspect.add_argument("--prompt", required=True, help="the full prompt with one <image> per image")
-    inspect.add_argument("--modes", default="original,future")
-    inspect.add_argument("--layer", type=int, default=-1)
-    inspect.add_argument("--out", default="runs/inspect")
-    inspect.set_defaults(func=cmd_inspect)
+    p = _subcommand(
+        sub,
+        "fake-milebench",
+        "write a synthetic MileBench (all 29 tasks) in the official layout",
+        "Synthetic data in the official folder layout, for trying the pipeline offline (export MILEBENCH_DIR).",
+        cmd_fake_milebench,
+    )
+    p.add_argument("dir", help="target folder")
+    p.add_argument("--samples", type=int, default=4, help="samples per task")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic content")
+
+    p = _subcommand(
+        sub,
+        "download-milebench",
+        "fetch, extract and verify the official MileBench data",
+        "Downloads the six official archives (or takes them from --source), extracts and verifies every task; "
+        "a rerun repairs what is broken.",
+        cmd_download_milebench,
+    )
+    p.add_argument("--dir", default=None, help="target folder (default: $MILEBENCH_DIR or the cache folder)")
+    p.add_argument("--source", default=None, help="a local folder holding the MileBench_part*.tar.gz files")
+    p.add_argument("--parts", default=None, help="comma-separated part numbers (default: 0-5)")
+    p.add_argument("--force", action="store_true", help="re-extract parts already done")
+    p.add_argument("--keep", action="store_true", help="keep downloaded archives after extraction")
+
+    p = _subcommand(
+        sub,
+        "rescore",
+        "re-score saved lmms-eval --log_samples MileBench outputs offline",
+        "Scores the answers in *_samples_milebench_*.jsonl files again with the official scorer, without a model.",
+        cmd_rescore,
+    )
+    p.add_argument("log_dir", help="an lmms-eval --output_path holding --log_samples files")
+    p.add_argument("--data-dir", default=None, help="MileBench folder (default: $MILEBENCH_DIR)")
+    p.add_argument("--json", default=None, help="also write the table as JSON here")
 
     from .experiments.bench import ARCHS, BENCH_VARIANTS
 
-    bench = sub.add_parser("bench", help="prefill / decode / end-to-end speed and peak memory of every variant")
-    bench.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
-    bench.add_argument("--variants", default=",".join(BENCH_VARIANTS))
-    bench.add_argument("--images", default="1,4,8", help="images per prompt (576 tokens each)")
-    bench.add_argument("--batches", default="1,8")
-    bench.add_argument("--text-tokens", type=int, default=200)
-    bench.add_argument("--new-tokens", type=int, default=32)
-    bench.add_argument("--repeats", type=int, default=3, help="median over this many runs, after a warm-up")
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
-    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
-    bench.add_argument("--out-dir", default="runs/bench")
-    bench.set_defaults(func=cmd_bench)
+    p = _subcommand(
+        sub,
+        "bench",
+        "prefill / decode / end-to-end speed and peak memory of every variant",
+        "Times every variant on a random-weight LLaVA built from a config (no download); see docs/benchmarks.md.",
+        cmd_bench,
+    )
+    p.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
+    p.add_argument("--variants", default=",".join(BENCH_VARIANTS), help=variants_help)
+    p.add_argument("--images", default="1,4,8", help="images per prompt, comma-separated (576 tokens each)")
+    p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
+    p.add_argument("--text-tokens", type=int, default=200, help="text tokens per prompt")
+    p.add_argument("--new-tokens", type=int, default=32, help="decode steps timed")
+    p.add_argument("--repeats", type=int, default=3, help="median over this many runs, after a warm-up")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument(
+        "--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], help="backend"
+    )
+    p.add_argument("--out-dir", default="runs/bench", help="folder for the markdown and CSV results")
 
-    rescore = sub.add_parser("rescore", help="re-score saved lmms-eval --log_samples MileBench outputs offline")
-    rescore.add_argument("log_dir")
-    rescore.add_argument("--data-dir", default=None, help="MileBench folder (default: $MILEBENCH_DIR)")
-    rescore.add_argument("--json", default=None, help="also write the table as JSON here")
-    rescore.set_defaults(func=cmd_rescore)
+    p = _subcommand(
+        sub,
+        "tiny-model",
+        "write a deterministic tiny random VLM checkpoint (offline)",
+        "A small random checkpoint of a VLM family with its real processor, built offline, for tests and trials.",
+        cmd_tiny_model,
+    )
+    p.add_argument("dir", help="target folder")
+    p.add_argument("--family", default="llava", help="VLM family, e.g. llava, qwen2_5_vl, gemma3, idefics3")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+
+    p = _subcommand(
+        sub,
+        "sample-task",
+        "write the synthetic futuremask_sample lmms-eval tasks",
+        "Two small image tasks (generation and multiple choice) with their data, for lmms-eval --include_path.",
+        cmd_sample_task,
+    )
+    p.add_argument("dir", help="target folder")
+    p.add_argument("--docs", type=int, default=12, help="docs per task")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user error is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -8,6 +8,7 @@ model and which MileBench protocol it applies.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from lmms_eval import utils
@@ -15,21 +16,17 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from loguru import logger
 
-from lmms_futuremask.milebench.prompt import is_milebench_doc
+from lmms_futuremask.milebench.prompt import full_prompt, is_milebench_doc
 from lmms_futuremask.runtime.answer_cache import AnswerCache
 from lmms_futuremask.runtime.errors import is_error_answer
 from lmms_futuremask.runtime.fingerprint import checkpoint_identity
 from lmms_futuremask.runtime.media import visuals_of
-from lmms_futuremask.runtime.model_args import Arg, parse_model_args
+from lmms_futuremask.runtime.model_args import EXECUTION_ONLY, MERGE_OPTIONS, Arg, parse_model_args
 from lmms_futuremask.runtime.prompting import IMAGE_PLACEHOLDER
 from lmms_futuremask.runtime.runner import Request, Runner
 from lmms_futuremask.runtime.vlm import VLM, GenerationSettings, Sample
 
 from ._logging import route_library_logs
-
-#: model_args that do not change an answer (left out of the answer cache's fingerprint).
-EXECUTION_ONLY = ("answer_cache", "batch_size", "device", "on_error")
-MERGE_OPTIONS = ("merge_pool", "merge_kernel", "merge_prefix")
 
 
 class LoglikelihoodPair(tuple):
@@ -42,6 +39,51 @@ class LoglikelihoodPair(tuple):
 
     def strip(self) -> str:
         return repr(self)
+
+
+def _evaluator_setting(name: str) -> Any:
+    """A setting of the ``lmms_eval.evaluator.simple_evaluate`` call that is creating this model (None outside
+    one): lmms-eval passes its CLI flags there, not to the model, and some must be refused before the model loads."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "simple_evaluate" and frame.f_globals.get("__name__") == "lmms_eval.evaluator":
+            return frame.f_locals.get(name)
+        frame = frame.f_back
+    return None
+
+
+def _chat_template_refusal(name: str) -> ValueError:
+    return ValueError(
+        f"--apply_chat_template is not for {name}: it applies the model's own template itself "
+        "(futuremask: the processor's chat template; llava_futuremask: conv_template=...). Drop the flag."
+    )
+
+
+def _called_by_response_cache() -> bool:
+    """Whether lmms-eval's response cache (``--use_cache``) is the caller: it keys what it stores on each
+    request's context, read after the model returns."""
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return False
+        if type(frame.f_locals.get("self")).__name__ == "ResponseCache":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _system_instruction(context: str, doc: dict[str, Any], where: str) -> str | None:
+    """The ``--system_instruction`` lmms-eval put before a MileBench doc's official prompt (None if none). The
+    protocol rebuilds the prompt from the doc, so any other change to the task's context is refused."""
+    official = full_prompt(doc)
+    if context == official:
+        return None
+    if context.endswith(official):
+        return context[: -len(official)]
+    raise ValueError(
+        f"{where}: the task's context is not MileBench's official prompt; the MileBench protocol rebuilds the "
+        "prompt from the doc (truncated for the model), and only --system_instruction can be added to it"
+    )
 
 
 class FutureMaskLMM(lmms):
@@ -63,6 +105,7 @@ class FutureMaskLMM(lmms):
         if accelerator.num_processes > 1 and not args["device_map"]:
             device = f"cuda:{accelerator.local_process_index}" if accelerator.device.type == "cuda" else "cpu"
         self.args = args
+        self._ignored: set[str] = set()
         self.accelerator = accelerator
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
@@ -126,6 +169,8 @@ class FutureMaskLMM(lmms):
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
         """Values in ``--model_args`` win over the CLI's injected ``--batch_size``/``--device`` defaults."""
+        if _evaluator_setting("apply_chat_template"):
+            raise _chat_template_refusal(cls.NAME)
         args = utils.simple_parse_args_string(arg_string)
         injected = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
         return cls(**injected, **args)
@@ -150,17 +195,29 @@ class FutureMaskLMM(lmms):
         """The model's device."""
         return self.vlm.device
 
+    @property
+    def chat_template(self):
+        """Refused: lmms-eval's ``--apply_chat_template`` would render the prompt before the model renders it again
+        (also refused in :meth:`create_from_arg_string`, before the model loads)."""
+        raise _chat_template_refusal(self.NAME)
+
+    def apply_chat_template(self, chat_history):
+        """Refused, see :attr:`chat_template`."""
+        return self.chat_template
+
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Answers of lmms-eval ``generate_until`` requests (error answers for failed samples), with token counts.
 
-        The request's logged context (``--log_samples``' ``arguments``) becomes the prompt the model was fed.
+        The request's logged context (``--log_samples``' ``input``) becomes the prompt the model was fed, except
+        under ``--use_cache``, whose keys hash that context after this returns.
         """
         answers = self.runner.generate([self._request(r, "generate") for r in requests])
+        keep_context = _called_by_response_cache()
         results = []
         for request, answer in zip(requests, answers, strict=True):
             if not is_error_answer(answer.text):
                 self.cache_hook.add_partial("generate_until", request.args[:2], answer.text)
-            if answer.prompt:
+            if answer.prompt and not keep_context:
                 request.arguments = (answer.prompt, *request.arguments[1:])
             counts = TokenCounts(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
             results.append(GenerationResult(text=answer.text, token_counts=counts))
@@ -188,7 +245,8 @@ class FutureMaskLMM(lmms):
         def load() -> tuple[Sample, Any]:
             doc = dataset[doc_id]
             if milebench:
-                sample = self.milebench.sample(doc, f"{where} (sample {doc['sample_id']})")
+                system = _system_instruction(context, doc, where)
+                sample = self.milebench.sample(doc, f"{where} (sample {doc['sample_id']})", system)
             else:
                 images, video = visuals_of(doc_to_visual(doc), self.args.get("video_frames", 8), self.VIDEOS)
                 sample = Sample(context, images, where, video=video or self._frames_as_video(images))
@@ -216,16 +274,14 @@ class FutureMaskLMM(lmms):
         return bool(self.args.get("frames_as_video")) and len(images) > 1
 
     def _settings(self, gen_kwargs: dict, milebench: bool = False) -> GenerationSettings:
-        gen_kwargs = dict(gen_kwargs or {})
-        until = gen_kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        return GenerationSettings(
-            max_new_tokens=self.args["max_new_tokens"] or int(gen_kwargs.get("max_new_tokens", 1024)),
-            min_new_tokens=int(gen_kwargs.get("min_new_tokens", 0)),
-            temperature=float(gen_kwargs.get("temperature", 0) or 0),
-            top_p=gen_kwargs.get("top_p"),
-            num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
-            until=tuple(until),
+        settings, ignored = GenerationSettings.from_kwargs(
+            gen_kwargs,
+            max_new_tokens=self.args["max_new_tokens"],
             cache_implementation=self.cache_implementation,
-            stop_token_ids=self.milebench.stop_token_ids if milebench else (),
+            stop_token_ids=self.milebench.stop_token_ids if milebench else None,
         )
+        new = [key for key in ignored if key not in self._ignored]
+        if new and self._rank == 0:
+            logger.warning(f"{self.NAME}: generation kwargs {new} are not generation settings and are ignored")
+        self._ignored.update(new)
+        return settings

@@ -115,3 +115,16 @@ def emulated_flash_attention(module, query, key, value, attention_mask, dropout=
 def texts(results):
     """The answer texts of ``generate_until``'s results (GenerationResult objects with token counts)."""
     return [result.text for result in results]
+
+
+def protocol_sample(model, task, doc_id, system=""):
+    """The sample an lmms-eval model of ours builds for one MileBench doc (what it would feed the model), given
+    lmms-eval's context for it (``system`` + the official prompt, as ``--system_instruction`` makes it)."""
+    from lmms_eval.api.instance import Instance
+
+    from lmms_futuremask.milebench.prompt import full_prompt
+
+    context = system + full_prompt(model.task_dict[task]["test"][doc_id])
+    args = (context, {"max_new_tokens": 4}, None, doc_id, task, "test")
+    instance = Instance("generate_until", args, idx=0, metadata={"task": task, "doc_id": doc_id, "repeats": 1})
+    return model._request(instance, "generate").load()[0]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import lmms_futuremask as fm
@@ -95,3 +96,56 @@ def test_data_parallel_run_gives_the_same_answers_as_one_process(tmp_path, tiny_
     one, two = _answers(tmp_path / "one"), _answers(tmp_path / "two")
     assert len(one) == 8 and one == two
     assert scores_of(find_results_file(tmp_path / "one")) == scores_of(find_results_file(tmp_path / "two"))
+
+
+def _parsers():
+    from lmms_futuremask.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    return parser, subparsers
+
+
+def test_every_subcommand_and_argument_explains_itself():
+    parser, subparsers = _parsers()
+    for name, sub in subparsers.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings or action.dest}"
+    help_text = " ".join(subparsers["sweep"].format_help().split())
+    assert "(default: runs/sweep)" in help_text  # defaults are shown
+
+
+def test_version_and_tasks_commands(capsys):
+    from lmms_futuremask.cli import main
+    from lmms_futuremask.milebench.catalog import TASKS
+
+    try:
+        main(["--version"])
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert capsys.readouterr().out.strip() == f"lmms-futuremask {fm.__version__}"
+    assert main(["tasks", "--path"]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    yamls = {p.stem for p in (folder / "milebench").glob("milebench_*.yaml")}
+    assert {t.task_name for t in TASKS} <= yamls
+    assert main(["tasks"]) == 0
+    listing = capsys.readouterr().out
+    assert all(t.task_name in listing for t in TASKS) and "milebench_paper" in listing
+
+
+@pytest.mark.slow
+def test_lmms_eval_lists_our_models_and_with_the_documented_flag_our_tasks():
+    models = subprocess.run([str(BIN / "lmms-eval"), "models"], env=ENV, capture_output=True, text=True)
+    names = {line.split()[0] for line in models.stdout.splitlines() if line.strip()}
+    assert {"llava_futuremask", "futuremask"} <= names, models.stdout[-2000:] + models.stderr[-2000:]
+    folder = subprocess.run([str(BIN / "lmms-futuremask"), "tasks", "--path"], capture_output=True, text=True)
+    tasks = subprocess.run(
+        [str(BIN / "lmms-eval"), "tasks", "list", "--include-path", folder.stdout.strip()],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    listed = {line.strip() for line in tasks.stdout.splitlines()}
+    assert {"milebench", "milebench_paper", "milebench_tqa"} <= listed, tasks.stdout[-2000:]

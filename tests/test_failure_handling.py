@@ -1,6 +1,7 @@
 """Never silently wrong: bad arguments refused early, failures visible and retried, stale answers never reused,
 interrupted runs leave no orphan, a run that computed nothing writes no results, damaged installs repair."""
 
+import csv
 import json
 import logging
 import os
@@ -119,7 +120,7 @@ def test_cli_run_with_a_bad_batch_size_writes_no_results(tmp_path, tiny_model_di
 def _fake_run(calls):
     """A stand-in for one lmms-eval run: writes a results file with one task and no failed sample."""
 
-    def run(model_args, tasks, output_path, log_file, extra, env, model="llava_futuremask"):
+    def run(model_args, tasks, output_path, log_file, extra, env, model="llava_futuremask", **progress):
         calls.append((model_args, env.get("MILEBENCH_DIR")))
         folder = Path(output_path) / "model"
         folder.mkdir(parents=True, exist_ok=True)
@@ -253,7 +254,8 @@ def test_failed_samples_make_a_variant_incomplete_and_only_they_are_recomputed(t
     assert (folder / "INCOMPLETE").exists() and not (folder / "COMPLETE").exists()
     assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
     assert "[2 failed]" in (tmp_path / "report" / "report.md").read_text()
-    assert ",2\n" in (tmp_path / "report" / "report.csv").read_text()
+    (row,) = csv.DictReader(open(tmp_path / "report" / "report.csv"))
+    assert row["failed"] == "2"
 
     for name, content in broken.items():  # the data are fixed
         (data / "TQA" / "images" / name).write_bytes(content)

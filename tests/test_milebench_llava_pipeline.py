@@ -20,7 +20,7 @@ from lmms_futuremask.milebench.llava import (
     pil_image_processor,
     pixel_values,
 )
-from lmms_futuremask.milebench.prompt import ProtocolSettings
+from lmms_futuremask.milebench.prompt import ProtocolSettings, full_prompt
 from lmms_futuremask.runtime.errors import ERROR_MARKER
 from lmms_futuremask.runtime.prompting import CONV_TEMPLATES
 from lmms_futuremask.testing.llama_tokenizer import LAYOUTS, llama_tokenizer, train_sentencepiece
@@ -242,7 +242,7 @@ def test_generation_stops_at_bos_under_the_milebench_protocol(tmp_path, tiny_mod
         return Instance("generate_until", args, idx=0, metadata={"task": task, "doc_id": 0, "repeats": 1})
 
     try:
-        (answer,) = texts(model.generate_until([request("milebench_tqa", "ignored", None)]))
+        (answer,) = texts(model.generate_until([request("milebench_tqa", full_prompt(docs[0]), None)]))
         assert len(steps) == 1 and answer == ""  # <s> ended the answer at once, min_new_tokens=1 notwithstanding
         steps.clear()
         texts(model.generate_until([request("toy", "What colour?", lambda doc: [])]))
@@ -267,7 +267,8 @@ def test_placeholder_quirks_are_answered_counted_and_only_the_crash_refused(tmp_
     docs[2] = dict(docs[2], context="{image#1} and {image#1} again", images=docs[2]["images"][:1])  # a slot used twice
     model = get_model("llava_futuremask").create_from_arg_string(f"pretrained={tiny_model_dir},device=cpu", {})
     model.task_dict = {"milebench_tqa": {"test": docs}}
-    args = [("ignored", {"max_new_tokens": 3, "until": []}, None, i, "milebench_tqa", "test") for i in range(4)]
+    gen = {"max_new_tokens": 3, "until": []}
+    args = [(full_prompt(docs[i]), gen, None, i, "milebench_tqa", "test") for i in range(4)]
     requests = [
         Instance("generate_until", a, idx=0, metadata={"task": a[4], "doc_id": a[3], "repeats": 1}) for a in args
     ]

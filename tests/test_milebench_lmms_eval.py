@@ -16,9 +16,9 @@ from lmms_futuremask.milebench import GROUPS, TASKS
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
 from lmms_futuremask.milebench.llava import ChunkCodec
-from lmms_futuremask.milebench.prompt import render
+from lmms_futuremask.milebench.prompt import full_prompt, render
 
-from .helpers import texts
+from .helpers import protocol_sample, texts
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -49,15 +49,6 @@ def test_tasks_are_found_without_include_path():
     names = set(TaskManager().all_tasks)
     assert {t.task_name for t in TASKS} <= names and set(GROUPS) <= names
     assert {t.task_name for t in TASKS} <= set(TaskManager(include_path=str(REPO / "tasks" / "milebench")).all_tasks)
-
-
-def protocol_sample(model, task, doc_id):
-    """The sample llava_futuremask builds for one MileBench doc (what it would feed the model)."""
-    from lmms_eval.api.instance import Instance
-
-    args = ("ignored", {"max_new_tokens": 4}, None, doc_id, task, "test")
-    instance = Instance("generate_until", args, idx=0, metadata={"task": task, "doc_id": doc_id, "repeats": 1})
-    return model._request(instance, "generate").load()[0]
 
 
 def test_llava_futuremask_applies_the_protocol(tiny_model_dir, fake_root, monkeypatch):
@@ -186,7 +177,8 @@ def test_placeholder_mismatch_and_unreadable_image_are_recorded_per_sample(tiny_
     from lmms_eval.api.instance import Instance
 
     def request(i):
-        args = ("ignored", {"max_new_tokens": 4, "until": []}, None, i, "milebench_tqa", "test")
+        doc = model.task_dict["milebench_tqa"]["test"][i]
+        args = (full_prompt(doc), {"max_new_tokens": 4, "until": []}, None, i, "milebench_tqa", "test")
         return Instance("generate_until", args, idx=0, metadata={"task": "milebench_tqa", "doc_id": i, "repeats": 1})
 
     answers = texts(model.generate_until([request(0), request(1), request(2)]))

@@ -47,7 +47,7 @@ def generate_requests(gen=GEN, ids=range(5)):
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
 
-    from model_wrappers.llava_futuremask import LlavaFutureMask
+    from lmms_futuremask.model_wrappers.llava_futuremask import LlavaFutureMask
 
     assert get_model("llava_futuremask") is LlavaFutureMask
 

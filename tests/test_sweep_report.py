@@ -1,4 +1,4 @@
-"""Sweep with an interruption and resume, report numbers against lmms-eval's results, statistics by hand, PNGs."""
+"""Sweep with an interruption and resume, report numbers against lmms-eval's results, PNGs, the inspector."""
 
 import json
 import os
@@ -13,32 +13,11 @@ from PIL import Image
 
 from lmms_futuremask.cli import main
 from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, scores_of
-from lmms_futuremask.experiments.report import build_report, load_run, mcnemar_exact, paired_bootstrap, paired_test
+from lmms_futuremask.experiments.report import build_report
+from lmms_futuremask.experiments.runs import load_run
 from lmms_futuremask.milebench.fake import write_fake_milebench
 
 BIN = Path(sys.executable).parent
-
-
-def test_mcnemar_by_hand():
-    # discordant pairs b = 1 (baseline right only), c = 9: p = 2 * P(X <= 1 | n = 10) = 2 * 11 / 1024
-    baseline = [1] + [0] * 9 + [1, 0]
-    variant = [0] + [1] * 9 + [1, 0]
-    assert mcnemar_exact(baseline, variant) == pytest.approx(22 / 1024)
-    assert mcnemar_exact([1, 0, 1, 0], [0, 1, 0, 1]) == 1.0  # b = c = 2: capped at 1
-    assert mcnemar_exact([0] * 5, [1] * 5) == pytest.approx(2 / 32)
-    assert mcnemar_exact([1, 0], [1, 0]) == 1.0  # no discordant pair
-
-
-def test_paired_bootstrap_by_hand():
-    assert paired_bootstrap([0.25, 0.5, 0.75], [0.5, 0.75, 1.0]) == 0.0  # a constant shift, no spread
-    assert paired_bootstrap([0.1, 0.2, 0.3], [0.2, 0.3, 0.4]) < 0.001  # the same up to rounding
-    assert paired_bootstrap([0.5] * 4, [0.5] * 4) == 1.0
-    symmetric = paired_bootstrap([0.5] * 40, [0.4, 0.6] * 20)
-    assert symmetric > 0.9
-    strong = paired_bootstrap([0.2] * 40, [0.3 + 0.01 * (i % 3) for i in range(40)])
-    assert strong < 0.01
-    assert paired_test([1, 0, 1], [0, 0, 1])[0] == "McNemar"
-    assert paired_test([0.5, 0.2], [0.4, 0.3])[0] == "bootstrap"
 
 
 def _answer_keys(folder: Path) -> list[str]:

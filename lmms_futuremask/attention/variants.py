@@ -24,6 +24,11 @@ def parse_variant(variant: str) -> tuple[str, str]:
     return check_mode(mode), "kernel" if plus else "none"
 
 
+def variant_name(mode: str, merge: str = "none") -> str:
+    """The inverse of :func:`parse_variant`: ``("future_v2v", "kernel")`` -> ``"future_v2v+merge"``."""
+    return f"{mode}+merge" if merge == "kernel" else mode
+
+
 def variant_model_args(variant: str) -> str:
     """The lmms-eval model_args fragment of a variant: ``"mode=future_v2v,merge=kernel"``."""
     mode, merge = parse_variant(variant)

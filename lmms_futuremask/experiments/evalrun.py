@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..runtime.errors import is_error_answer
+from ..runtime.progress import PROGRESS_ENV, read_progress
 
 #: For runs that must not touch a hub (the demo on the embedded tiny checkpoint, tests).
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -130,6 +131,23 @@ def _forward_signals(process: subprocess.Popen) -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+def _wait(process: subprocess.Popen, progress_file: Path, progress: Callable[[str], None] | None, every: float) -> None:
+    """Wait for the child, reporting its progress now and then; a Ctrl-C while waiting keeps waiting (the signal
+    was forwarded to the child, which stops)."""
+    last = None
+    while True:
+        try:
+            process.wait(timeout=every if progress is not None else None)
+            return
+        except subprocess.TimeoutExpired:
+            state = read_progress(progress_file)
+            if state is not None and (state.kind, state.done, state.total) != last:
+                last = (state.kind, state.done, state.total)
+                progress(state.describe())
+        except KeyboardInterrupt:
+            continue
+
+
 def run_lmms_eval(
     model_args: str,
     tasks: str,
@@ -138,8 +156,14 @@ def run_lmms_eval(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
     model: str = "llava_futuremask",
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = 60.0,
 ) -> Path:
     """One ``lmms-eval`` run; returns its results file or raises with the log's tail.
+
+    With ``progress``, it is called every ``progress_every`` seconds with how far the run is (samples done / total,
+    elapsed, ETA) whenever that changed, read from the file the child's runner writes (``progress.json`` beside
+    the log).
 
     The log is appended to (an interrupted attempt's log is kept above the next one). SIGINT/SIGTERM received
     meanwhile are forwarded to lmms-eval and waited for, then re-raised here as ``KeyboardInterrupt`` /
@@ -154,20 +178,17 @@ def run_lmms_eval(
         "--log_samples",
     ] + list(extra or [])  # fmt: skip
     start = time.time() - 1  # file times have a coarse resolution on some file systems
+    progress_file = Path(log_file).with_name("progress.json")
+    progress_file.unlink(missing_ok=True)
     with open(log_file, "a") as handle:
-        environment = {**os.environ, **(env or {})}
+        environment = {**os.environ, **(env or {}), PROGRESS_ENV: str(progress_file)}
         process = subprocess.Popen(
             command, env=environment, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
         )
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} lmms-eval pid {process.pid}: {' '.join(command)}\n")
         handle.flush()
         with _forward_signals(process) as received:
-            while True:
-                try:
-                    process.wait()
-                    break
-                except KeyboardInterrupt:  # a second Ctrl-C while waiting: keep waiting for the child
-                    continue
+            _wait(process, progress_file, progress, progress_every)
     if received:
         if received[0] == signal.SIGINT:
             raise KeyboardInterrupt

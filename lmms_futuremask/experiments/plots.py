@@ -19,25 +19,44 @@ def _pyplot():
     return plt
 
 
+def delta_grid(report):
+    """``[variants except original, columns]`` float array of differences from ``original``; NaN where there is
+    none (a column the variant or ``original`` did not report), never a made-up 0."""
+    import numpy as np
+
+    variants = [v for v in report.variants if v != "original"]
+    deltas = [[report.cells[(v, t)].delta for t, _ in report.columns] for v in variants]
+    return np.array([[np.nan if d is None else d for d in row] for row in deltas], dtype=float)
+
+
 def delta_heatmap(report, path: str | Path) -> Path:
-    """Variants x tasks, coloured by the difference from ``original`` (needs an ``original`` run)."""
-    from .report import _label
+    """Variants x tasks, coloured by the difference from ``original`` (needs an ``original`` run). A cell without
+    a difference (the variant or ``original`` did not report that column) stays blank, marked "–"; a cell not
+    comparable with the reference run (``--allow-mismatch``) is marked "≠"."""
+    import numpy as np
+
+    from ..milebench.catalog import short_name
 
     plt = _pyplot()
-    variants = [v for v in report.variants if v != "original"]
-    columns = report.columns
-    grid = [[report.cells[(v, t)].delta or 0.0 for t, _ in columns] for v in variants]
-    limit = max([abs(x) for row in grid for x in row] + [1e-3])
+    variants, columns = [v for v in report.variants if v != "original"], report.columns
+    cells = [[report.cells[(v, t)] for t, _ in columns] for v in variants]
+    grid = delta_grid(report)
+    limit = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.0, 1e-3)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(columns), 1.2 + 0.45 * len(variants)))
-    image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(len(columns)), [_label(t) for t, _ in columns], rotation=60, ha="right", fontsize=8)
+    colours = plt.get_cmap("RdBu").with_extremes(bad="white")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=colours, vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(columns)), [short_name(t) for t, _ in columns], rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(variants)), variants, fontsize=8)
-    for i, row in enumerate(grid):
-        for j, value in enumerate(row):
-            colour = "white" if abs(value) > 0.6 * limit else "black"
-            ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6, color=colour)
+    for i, row in enumerate(cells):
+        for j, cell in enumerate(row):
+            if cell.delta is None:
+                ax.text(j, i, "–", ha="center", va="center", fontsize=6, color="grey")
+                continue
+            colour = "white" if abs(cell.delta) > 0.6 * limit else "black"
+            text = f"{cell.delta:+.3f}" + (" ≠" if cell.mismatch else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, label="difference from original")
-    ax.set_title(f"{report.model}: score minus original")
+    ax.set_title(f"{report.model}: score minus original (blank: not reported)")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -103,3 +122,39 @@ def attention_maps(model: Any, inputs: dict, modes: list[str], out_dir: str | Pa
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def inspect_attention(
+    pretrained: str,
+    prompt: str,
+    image_files: list[str],
+    modes: list[str],
+    out_dir: str | Path,
+    layer: int = -1,
+    device: str | None = None,
+    dtype: str = "auto",
+) -> list[Path]:
+    """Load ``pretrained`` (eager attention, ``dtype`` on ``device``) and save :func:`attention_maps` of ``prompt``
+    with ``image_files``. ``dtype="auto"``: bfloat16 on a GPU, float32 on the CPU."""
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ..attention.masks import check_mode
+    from ..validation import UserError
+
+    try:
+        for mode in modes:
+            check_mode(mode)  # before the weights load
+    except ValueError as error:
+        raise UserError(f"--modes: {error}") from None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    processor = AutoProcessor.from_pretrained(pretrained)
+    model = AutoModelForImageTextToText.from_pretrained(
+        pretrained, attn_implementation="eager", dtype=getattr(torch, dtype)
+    )
+    model = model.to(device).eval()
+    images = [Image.open(p).convert("RGB") for p in image_files]
+    inputs = processor(text=[prompt], images=images or None, return_tensors="pt").to(device)
+    return attention_maps(model, dict(inputs), modes, out_dir, layer=layer)

@@ -100,7 +100,7 @@ def check_data(tasks: str, env: dict[str, str]) -> None:
         )
 
 
-#: Our lmms-eval models, and the model_args table each checks.
+#: Our lmms-eval models (the first is the default).
 MODELS = ("llava_futuremask", "futuremask")
 
 
@@ -108,13 +108,11 @@ def plan(
     variants: list[str], tasks: str, model_args: str, extra: list[str], env: dict[str, str], model: str = MODELS[0]
 ) -> None:
     """Validate everything a sweep needs before its first run: a typo in the last variant fails now, not hours in."""
-    from ..runtime.model_args import FUTUREMASK_ARGS, LLAVA_FUTUREMASK_ARGS, parse_model_args
+    from ..runtime.model_args import MODEL_ARGS, parse_model_args
     from ..validation import check_choice
 
     try:
-        table = {"llava_futuremask": LLAVA_FUTUREMASK_ARGS, "futuremask": FUTUREMASK_ARGS}[
-            check_choice("--model", model, MODELS, noun="models")
-        ]
+        table = MODEL_ARGS[check_choice("--model", model, MODELS, noun="models")]
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -192,8 +190,10 @@ def run_sweep(
     log: Callable[[str], None] = print,
     run: Callable[..., Path] = run_lmms_eval,
     model: str = MODELS[0],
+    progress_every: float = 60.0,
 ) -> list[VariantRun]:
-    """Evaluate every variant (``MODE`` or ``MODE+merge``) with ``model_args`` (no mode/merge in it) on ``tasks``."""
+    """Evaluate every variant (``MODE`` or ``MODE+merge``) with ``model_args`` (no mode/merge in it) on ``tasks``;
+    a running variant's progress is logged every ``progress_every`` seconds."""
     root, extra, env = Path(output_root), list(extra or []), dict(env or {})
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder")
@@ -202,11 +202,13 @@ def run_sweep(
     with sweep_lock(root):
         for number, variant in enumerate(variants, 1):
             prefix = f"[sweep {number}/{len(variants)}] {variant}"
-            runs.append(_run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model))
+            runs.append(
+                _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model, progress_every)
+            )
     return runs
 
 
-def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model) -> VariantRun:
+def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run, model, every) -> VariantRun:
     folder = root / variant
     folder.mkdir(parents=True, exist_ok=True)
     args = f"{model_args},{variant_model_args(variant)},answer_cache={folder / 'answer_cache'}"
@@ -219,7 +221,17 @@ def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run,
     (folder / COMPLETE).unlink(missing_ok=True)
     start = time.perf_counter()
     try:
-        results = run(args, tasks, folder / "lmms-eval", folder / "lmms-eval.log", extra, env, model=model)
+        results = run(
+            args,
+            tasks,
+            folder / "lmms-eval",
+            folder / "lmms-eval.log",
+            extra,
+            env,
+            model=model,
+            progress=lambda text: log(f"{prefix}: {text}"),
+            progress_every=every,
+        )
     except RuntimeError as error:
         log(f"{prefix}: FAILED, no results written (see {folder / 'lmms-eval.log'})")
         return VariantRun(variant, folder, "failed", time.perf_counter() - start, error=str(error))

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+#: The folder of our lmms-eval task YAMLs (``milebench/`` inside), shipped in the package; what
+#: ``--include_path`` / ``lmms-eval tasks list --include-path`` take.
+TASK_FOLDER = Path(__file__).resolve().parents[1] / "tasks"
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,11 @@ TASKS: tuple[MileTask, ...] = tuple(MileTask(*row) for row in _TABLE)
 BY_FOLDER: dict[str, MileTask] = {t.folder: t for t in TASKS}
 BY_TASK_NAME: dict[str, MileTask] = {t.task_name: t for t in TASKS}
 
-CATEGORIES = ("temporal", "semantic", "diagnostic")
+
+def short_name(task: str) -> str:
+    """A MileBench task's folder name (its name in the paper's tables); any other task's name as it is."""
+    return BY_TASK_NAME[task].folder if task in BY_TASK_NAME else task
+
 
 #: The 13 tasks of the paper's Table 4 (../shared/paper/table4_llava15.csv), in its column order.
 PAPER_FOLDERS = (

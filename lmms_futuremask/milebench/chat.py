@@ -39,8 +39,9 @@ class ChatProtocol:
         """What each of the doc's images costs in this model's context (from the image's size only)."""
         return [self.vlm.image_cost(image_size(doc, i)) for i in range(len(doc["images"]))]
 
-    def sample(self, doc: dict[str, Any], where: str) -> Sample:
-        """The sample of one doc: the official text truncated to the budget, the images it keeps, in place."""
+    def sample(self, doc: dict[str, Any], where: str, system: str | None = None) -> Sample:
+        """The sample of one doc: the official text truncated to the budget, the images it keeps, in place; a
+        ``system`` instruction (lmms-eval's ``--system_instruction``) becomes the system turn."""
         rendered = render(doc, self.codec.encode, self.codec.decode, self.max_context_len, self.image_tokens(doc))
         images = [open_image(doc, i) for i in rendered.images]
-        return Sample(rendered.text, images, where, notes=rendered.notes)
+        return Sample(rendered.text, images, where, notes=rendered.notes, system=system)

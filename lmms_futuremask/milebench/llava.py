@@ -175,8 +175,11 @@ class LlavaProtocol:
         """The worker's keyword stopping criterion ends generation at ``<s>`` too."""
         return () if self.bos_token_id is None else (self.bos_token_id,)
 
-    def sample(self, doc: dict[str, Any], where: str) -> Sample:
-        """The sample of one doc: prompt ids and pixels as the paper's pipeline builds them."""
+    def sample(self, doc: dict[str, Any], where: str, system: str | None = None) -> Sample:
+        """The sample of one doc: prompt ids and pixels as the paper's pipeline builds them. A ``system``
+        instruction (lmms-eval's ``--system_instruction``) goes before the task instruction, inside the budget."""
+        if system:
+            doc = {**doc, "instruction": system + doc["instruction"]}
         cost = self.settings.tokens_per_image
         rendered = render(
             doc, self.codec.encode, self.codec.decode, self.settings.max_context_len, [cost] * len(doc["images"]), cost

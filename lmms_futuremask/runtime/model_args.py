@@ -27,6 +27,19 @@ ON_ERROR = ("record", "raise")
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 
 
+#: model_args that choose how a run executes, not its answers (left out of answer-cache keys and of comparisons).
+EXECUTION_ONLY = ("answer_cache", "batch_size", "device", "device_map", "on_error")
+#: The merge knobs (None: the paper's defaults).
+MERGE_OPTIONS = ("merge_pool", "merge_kernel", "merge_prefix")
+#: model_args that make a run one variant or another (everything else must match for variants to be compared).
+VARIANT_ARGS = ("mode", "merge", *MERGE_OPTIONS)
+
+
+def split_model_args(text: str) -> dict[str, str]:
+    """``"a=b,c=d"`` -> ``{"a": "b", "c": "d"}``, values kept as written (how run folders record model_args)."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+
+
 class ModelArgsError(UserError):
     """A model_arg is unknown or has a value the model cannot take; the message says which and what would do."""
 
@@ -137,6 +150,18 @@ FUTUREMASK_ARGS: dict[str, Arg] = _args(
     Arg("video_frames", "int", 8, "frames sampled from a video file", minimum=1),
     Arg("system_prompt", "str", None, "a system turn before every prompt", optional=True),
 )
+
+
+#: Our lmms-eval models and the model_args table each checks.
+MODEL_ARGS: dict[str, dict[str, Arg]] = {"llava_futuremask": LLAVA_FUTUREMASK_ARGS, "futuremask": FUTUREMASK_ARGS}
+
+
+def recorded_model_args(model: str, text: str) -> dict[str, str]:
+    """The model_args a run recorded (``text``) with the defaults of ``model``'s table filled in, as lower-case text,
+    so two runs can be compared key by key (``dtype=auto`` and no ``dtype`` are the same run)."""
+    table = MODEL_ARGS.get(model, {})
+    values = {name: arg.default for name, arg in table.items()} | split_model_args(text)
+    return {name: str(value).lower() for name, value in values.items()}
 
 
 def _conv_templates() -> tuple[str, ...]:
@@ -255,7 +280,7 @@ def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FU
         values["visual_token_ids"] = _token_ids(values["visual_token_ids"])
     if values.get("processor_kwargs") is not None:
         values["processor_kwargs"] = _json_object(values["processor_kwargs"])
-    merge_options = {k: values[k] for k in ("merge_pool", "merge_kernel", "merge_prefix") if values.get(k) is not None}
+    merge_options = {k: values[k] for k in MERGE_OPTIONS if values.get(k) is not None}
     try:
         merge_settings(values["merge"], values["mode"], merge_options)
     except ValueError as error:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ..validation import check_choice
 from .answer_cache import AnswerCache, request_key
 from .errors import ERROR_MARKER, RunFailed, SampleError, is_error_answer
+from .progress import ProgressFile
 from .vlm import VLM, Generation, GenerationSettings, Sample
 
 logger = logging.getLogger("lmms_futuremask")
@@ -119,9 +120,12 @@ class Runner:
                 answers[index] = _from_cache(requests[index].kind, cached)
         kind = requests[0].kind if requests else ""
         bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
+        progress = ProgressFile(kind, len(todo), len(requests) - len(todo)) if self.show_progress else None
         for batch in self._batches(todo, requests):
             self._run_batch(batch, requests, keys, answers, compute, failed_value)
             bar.update(len(batch))
+            if progress is not None:
+                progress.advance(len(batch))
         bar.close()
         self._report(requests, answers)
         return answers
@@ -147,7 +151,11 @@ class Runner:
                     self.answer_cache.put(keys[index], asdict(result) if isinstance(result, Generation) else result)
 
     def _key(self, request: Request) -> str | None:
+        """The answer cache key; None where an answer must not be reused (no cache, a continuation computed per
+        doc, or a sampled generation, which a rerun draws again)."""
         if self.answer_cache is None or (request.kind == "loglikelihood" and request.options is None):
+            return None
+        if request.settings is not None and request.settings.do_sample:
             return None
         return request_key(request.kind, request.task, request.doc_id, request.context, request.options, request.data)
 

@@ -45,33 +45,82 @@ class Sample:
     pixel_values: torch.Tensor | None = None
     notes: tuple[str, ...] = ()
     video: bool = False  # the images are the frames of one video (chat prompts of video-capable processors)
+    system: str | None = None  # a system turn for this sample (chat prompts), before the VLM's own
 
 
-@dataclass
+#: Generation kwargs :class:`GenerationSettings` reads itself; any other ``GenerationConfig`` option passes through.
+_OWN_KWARGS = (
+    "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
+    "repetition_penalty", "until",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
-    """What ``generate`` is asked for; built from a request's generation kwargs by the adapter."""
+    """What ``generate`` is asked for, built from a request's generation kwargs (:meth:`from_kwargs`).
+
+    Greedy unless ``do_sample`` (lmms-eval's convention: a temperature above 0 without ``do_sample`` samples too).
+    """
 
     max_new_tokens: int = 1024
     min_new_tokens: int = 0
-    temperature: float = 0.0
+    do_sample: bool = False
+    temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     num_beams: int = 1
+    repetition_penalty: float | None = None
     until: tuple[str, ...] = ()
     cache_implementation: str | None = None  # e.g. "static": a fixed-shape cache (compiled decode on GPUs)
     stop_token_ids: tuple[int, ...] = ()  # a row also ends once it generated one of these (a stopping criterion)
+    extra: tuple[tuple[str, Any], ...] = ()  # other GenerationConfig options, as given
+
+    @classmethod
+    def from_kwargs(cls, gen_kwargs: dict | None, **fixed: Any) -> tuple[GenerationSettings, list[str]]:
+        """``(settings, ignored keys)`` from a task's / ``--gen_kwargs``' generation kwargs; ``fixed`` overrides.
+
+        Every ``GenerationConfig`` option is honoured; a key that is not one (a task's own hint such as
+        ``image_aspect_ratio``) is returned as ignored, for the caller to say so.
+        """
+        from transformers import GenerationConfig
+
+        kwargs = dict(gen_kwargs or {})
+        until = kwargs.get("until") or []
+        temperature = float(kwargs.get("temperature") or 0)
+        do_sample = bool(kwargs.get("do_sample", temperature > 0))
+        known = GenerationConfig()
+        extra = tuple(sorted((k, v) for k, v in kwargs.items() if k not in _OWN_KWARGS and hasattr(known, k)))
+        ignored = sorted(k for k in kwargs if k not in _OWN_KWARGS and not hasattr(known, k))
+        values = {
+            "max_new_tokens": int(kwargs.get("max_new_tokens", 1024)),
+            "min_new_tokens": int(kwargs.get("min_new_tokens") or 0),
+            "do_sample": do_sample,
+            "temperature": temperature if do_sample and temperature > 0 else None,
+            "top_p": float(kwargs["top_p"]) if do_sample and kwargs.get("top_p") is not None else None,
+            "top_k": int(kwargs["top_k"]) if do_sample and kwargs.get("top_k") is not None else None,
+            "num_beams": int(kwargs.get("num_beams") or 1),
+            "repetition_penalty": (
+                float(kwargs["repetition_penalty"]) if kwargs.get("repetition_penalty") is not None else None
+            ),
+            "until": (until,) if isinstance(until, str) else tuple(until),
+            "extra": extra,
+        }
+        return cls(**(values | {k: v for k, v in fixed.items() if v is not None})), ignored
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``model.generate`` (EOS ids are added by the VLM, which knows the tokenizer)."""
-        sample = self.temperature > 0
-        extra = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
-        return extra | {
-            "do_sample": sample,
-            "temperature": self.temperature if sample else None,
-            "top_p": self.top_p if sample else None,
+        kwargs = {
+            "do_sample": self.do_sample,
             "num_beams": self.num_beams,
             "max_new_tokens": self.max_new_tokens,
             "min_new_tokens": self.min_new_tokens or None,
+            **dict(self.extra),
         }
+        if self.cache_implementation:
+            kwargs["cache_implementation"] = self.cache_implementation
+        optional = {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+        optional["repetition_penalty"] = self.repetition_penalty
+        return kwargs | {k: v for k, v in optional.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -221,7 +270,8 @@ class VLM:
         template = sample.conv_template or self.conv_template
         if template != CHAT_TEMPLATE:
             return render_prompt(sample.context, len(sample.images), template, sample.where)
-        messages = chat_messages(sample.context, len(sample.images), sample.where, sample.video, self.system)
+        system = sample.system or self.system
+        messages = chat_messages(sample.context, len(sample.images), sample.where, sample.video, system)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
