@@ -28,6 +28,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
+    """``tiny-model``: write a tiny checkpoint of one family."""
     from .testing.vlms import tiny_vlm, write_tiny_vlm
 
     tiny_vlm(args.family)  # an unknown family fails here, naming the valid ones
@@ -37,6 +38,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_task(args: argparse.Namespace) -> int:
+    """``sample-task``: write the synthetic sample tasks."""
     from .testing.sample_task import GROUP_NAME, write_sample_task
 
     path = write_sample_task(args.dir, n_docs=args.docs)
@@ -45,6 +47,7 @@ def cmd_sample_task(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """``tasks``: list our MileBench tasks, or print their folder."""
     from .milebench.catalog import GROUPS, TASK_FOLDER, TASKS
 
     if args.path:
@@ -60,6 +63,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the main job on the embedded default."""
     from .experiments.demo import run_demo
 
     return run_demo(
@@ -68,6 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``sweep``: run variants resumably; exit 1 while a variant is not complete."""
     from .experiments.sweep import run_sweep
 
     passthrough = args.lmms_eval_args[1:] if args.lmms_eval_args[:1] == ["--"] else args.lmms_eval_args
@@ -90,6 +95,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``report``: the comparison table and its pictures."""
     from .experiments.report import write_report
 
     print(write_report(args.folders, args.out, allow_mismatch=args.allow_mismatch))
@@ -97,6 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """``inspect``: attention maps of one prompt per mode."""
     from .experiments.plots import inspect_attention
 
     for path in inspect_attention(
@@ -107,6 +114,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_milebench(args: argparse.Namespace) -> int:
+    """``fake-milebench``: synthetic MileBench in the official layout."""
     from .milebench.fake import write_fake_milebench
 
     root = write_fake_milebench(args.dir, samples_per_task=args.samples, seed=args.seed)
@@ -115,6 +123,7 @@ def cmd_fake_milebench(args: argparse.Namespace) -> int:
 
 
 def cmd_download_milebench(args: argparse.Namespace) -> int:
+    """``download-milebench``: fetch, extract and verify; exit 1 while a task is broken."""
     from .milebench.data import data_dir
     from .milebench.download import LICENSE_NOTE, PARTS, download_milebench
 
@@ -137,6 +146,7 @@ def cmd_download_milebench(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
+    """``rescore``: score saved MileBench answers again, offline."""
     from .milebench.rescore import format_rescore_table, rescore_logs
 
     table = rescore_logs(args.log_dir, root=args.data_dir)
@@ -147,6 +157,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench``: time every variant and write the tables."""
     from .experiments.bench import format_rows, run_bench, write_outputs
 
     def numbers(text: str) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ model and which MileBench protocol it applies.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from lmms_eval import utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
@@ -38,6 +38,7 @@ class LoglikelihoodPair(tuple):
     """
 
     def strip(self) -> str:
+        """What the response cache checks for emptiness."""
         return repr(self)
 
 
@@ -91,7 +92,7 @@ class FutureMaskLMM(lmms):
 
     is_simple = True
     NAME = "futuremask"
-    ARGS: dict[str, Arg] = {}
+    ARGS: ClassVar[dict[str, Arg]] = {}
     VIDEOS = False  # whether video files are decoded for this model
 
     def __init__(self, **model_args: Any) -> None:
@@ -201,7 +202,7 @@ class FutureMaskLMM(lmms):
         (also refused in :meth:`create_from_arg_string`, before the model loads)."""
         raise _chat_template_refusal(self.NAME)
 
-    def apply_chat_template(self, chat_history):
+    def apply_chat_template(self, chat_history):  # noqa: ARG002 - lmms-eval's signature
         """Refused, see :attr:`chat_template`."""
         return self.chat_template
 

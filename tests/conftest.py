@@ -23,3 +23,25 @@ def fresh_compiler():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def attention_backend():
+    """``register(fn) -> name``: a test's own attention function as a transformers backend (masks built as for
+    eager), removed again when the test ends."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    names = []
+
+    def register(function, name=None):
+        name = name or f"futuremask_test_{len(names)}_{function.__name__}"
+        AttentionInterface.register(name, function)
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        AttentionInterface._global_mapping.pop(name, None)
+        AttentionMaskInterface._global_mapping.pop(name, None)

@@ -1,9 +1,14 @@
-"""Independent references for the integration tests: explicit masks fed to a stock, unpatched model."""
+"""Shared helpers: images and prompts, a stock model fed an explicit mask (:mod:`tests.references`), decode loops."""
+
+import os
+import subprocess
 
 import torch
 from PIL import Image
 
 from lmms_futuremask.runtime.continuation import position_ids_from
+
+from .references import reference_mask
 
 COLOURS = [(255, 0, 0), (0, 160, 0), (0, 0, 255), (250, 220, 0), (20, 20, 20)]
 
@@ -29,26 +34,6 @@ def processor_inputs(processor, prompts):
 def explicit_additive_mask(allowed, dtype=torch.float32):
     """A 4D additive mask as eager attention takes it: 0 where allowed, dtype-min elsewhere."""
     return torch.where(allowed, torch.tensor(0.0, dtype=dtype), torch.tensor(torch.finfo(dtype).min, dtype=dtype))
-
-
-def reference_mask(is_visual, mode, attention_mask):
-    """The mode's mask, written out element by element (independent of lmms_futuremask.attention.masks)."""
-    batch, length = is_visual.shape
-    out = torch.zeros(batch, 1, length, length, dtype=torch.bool)
-    rules = {
-        "original": lambda qv, kv: False,
-        "future": lambda qv, kv: qv,
-        "future_v2v": lambda qv, kv: qv and kv,
-        "future_v2t": lambda qv, kv: qv and not kv,
-        "mma": lambda qv, kv: qv != kv,
-        "causal": lambda qv, kv: False,  # on a causal model, M^c itself
-    }
-    for b in range(batch):
-        for i in range(length):
-            for j in range(length):
-                if attention_mask[b, j]:
-                    out[b, 0, i, j] = j <= i or rules[mode](bool(is_visual[b, i]), bool(is_visual[b, j]))
-    return out
 
 
 @torch.inference_mode()
@@ -110,6 +95,90 @@ def emulated_flash_attention(module, query, key, value, attention_mask, dropout=
         query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed, scale=scaling
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+def two_image_layout():
+    """``(is_visual, real)`` ``[2, 300]``: two 128-token images with text around them; the second row left-padded."""
+    vis = torch.zeros(2, 300, dtype=torch.bool)
+    vis[0, 5:133] = True  # two "images", text around and between
+    vis[0, 150:278] = True
+    vis[1, 40:168] = True
+    real = torch.ones(2, 300, dtype=torch.long)
+    real[1, :30] = 0  # left padding
+    return vis, real
+
+
+def corrupt_image(path):
+    """Overwrite an image file with bytes no image reader accepts."""
+    path.write_bytes(b"not an image")
+
+
+# -- a toy lmms-eval task for the in-process adapter tests ----------------------------------------------------------
+
+GEN = {"max_new_tokens": 5, "temperature": 0, "until": ["\n\n"]}
+
+
+def docs():
+    """The toy task of the in-process adapter tests: 1-3 images a doc, placeholders given or not."""
+    return [
+        {"question": "What colour is the image?", "n": 1},
+        {"question": "Image 1: <image> Image 2: <image> Which is brighter?", "n": 2},
+        {"question": "Describe the change.", "n": 2},
+        {"question": "<image> Answer with one word.", "n": 1},
+        {"question": "<image> <image> <image> What happened next?", "n": 3},
+    ]
+
+
+def doc_to_visual(doc):
+    """The toy docs' images."""
+    return images(doc["n"], offset=len(doc["question"]))
+
+
+def make_model(tiny_model_dir, **kwargs):
+    """``llava_futuremask`` on the tiny checkpoint, as lmms-eval creates it, with the toy task attached."""
+    from lmms_eval.models import get_model
+
+    cls = get_model("llava_futuremask")
+    args = ",".join(f"{k}={v}" for k, v in {"pretrained": tiny_model_dir, "device": "cpu", **kwargs}.items())
+    model = cls.create_from_arg_string(args, {"batch_size": 1, "device": None})
+    model.task_dict = {"toy": {"test": docs()}}
+    return model
+
+
+def request(kind, args):
+    """An lmms-eval request of the toy task."""
+    from lmms_eval.api.instance import Instance
+
+    return Instance(kind, args, idx=0, metadata={"task": args[4], "doc_id": args[3], "repeats": 1})
+
+
+def generate_requests(gen=GEN, ids=range(5)):
+    """``generate_until`` requests for toy docs ``ids``."""
+    return [request("generate_until", (docs()[i]["question"], dict(gen), doc_to_visual, i, "toy", "test")) for i in ids]
+
+
+def lmms_eval_cli(out, model, model_args, tasks, *flags, data=None):
+    """One run of the real lmms-eval CLI writing into ``out``, offline (``data``: the MileBench folder)."""
+    from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, lmms_eval_command
+
+    env = {**os.environ, **OFFLINE_ENV, **({"MILEBENCH_DIR": str(data)} if data else {})}
+    command = [*lmms_eval_command(), "--model", model, "--model_args", model_args, "--tasks", tasks]
+    return subprocess.run([*command, "--output_path", str(out), *flags], env=env, capture_output=True, text=True)
+
+
+def milebench_archives(folder, data):
+    """The six official ``MileBench_part<i>.tar.gz`` archives of the MileBench folder ``data``, into ``folder``."""
+    import tarfile
+
+    from lmms_futuremask.milebench import TASKS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [t.folder for t in TASKS]
+    for i in range(6):
+        with tarfile.open(folder / f"MileBench_part{i}.tar.gz", "w:gz") as tar:
+            for name in names[i::6]:
+                tar.add(data / name, arcname=f"MileBench/{name}")
+    return folder
 
 
 def texts(results):

@@ -199,6 +199,89 @@ def register_futuremask_backend(base: str) -> str:
     return register_backend(f"{BACKEND_PREFIX}{base}", base, _attention(base))
 
 
+class _PrefillHooks:
+    """The hooks :func:`enable` installs: the top-level model records where the prompt's visual tokens are, the
+    decoder turns a prompt prefill into a :class:`Prefill`, and both check afterwards that the mode was applied."""
+
+    def __init__(self, state: FutureMaskState, decoder: nn.Module, ids: tuple[int, ...], base: str) -> None:
+        self.state, self.decoder, self.base = state, decoder, base
+        self.ids = torch.tensor(ids)
+
+    def install(self, model: nn.Module, decoder: nn.Module) -> list[Any]:
+        """Register the four hooks; returns their handles."""
+        return [
+            model.register_forward_pre_hook(self.remember_visual_positions, with_kwargs=True),
+            model.register_forward_hook(self.check_applied_at_top, with_kwargs=True, always_call=True),
+            decoder.register_forward_pre_hook(self.start_prefill, with_kwargs=True),
+            decoder.register_forward_hook(self.check_applied, with_kwargs=True, always_call=True),
+        ]
+
+    def visual(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` bool: which ids stand for visual positions."""
+        return torch.isin(input_ids, self.ids.to(input_ids.device))
+
+    def remember_visual_positions(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Top-level pre-hook: record the prompt's visual positions for the decoder call that follows."""
+        state = self.state
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
+        if input_ids is None:
+            state.pending = None
+            if has_pixels:
+                raise ValueError(
+                    "future masks locate visual tokens through input_ids; call the model with input_ids, "
+                    "not inputs_embeds"
+                )
+            return
+        state.pending = PromptLayout(self.visual(input_ids), has_pixels)
+
+    def check_applied_at_top(self, module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> None:
+        """Top-level hook: a prompt with images whose decoder never ran under the mode is an error."""
+        layout, self.state.pending = self.state.pending, None
+        if output is None:  # the forward raised: let its own error through
+            return
+        if layout is not None and layout.has_pixels and bool(layout.is_visual.any()):
+            raise RuntimeError(
+                f"{type(module).__name__} ran a prompt with images but its decoder ({type(self.decoder).__name__}) "
+                "was never called with it: the future mask was not applied. This model is not supported by enable()."
+            )
+
+    def start_prefill(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Decoder pre-hook: a prompt prefill with visual tokens gets a :class:`Prefill` as ``futuremask=``."""
+        state = self.state
+        layout, state.pending = state.pending, None
+        own_ids = kwargs.get("input_ids")  # a decoder that embeds images itself (Phi-4-multimodal) sees the ids
+        is_visual = self.visual(own_ids) if own_ids is not None else (layout.is_visual if layout else None)
+        if is_visual is None or not bool(is_visual.any()):
+            return None
+        if _cache_length(kwargs.get("past_key_values")) > 0:
+            # Decode steps (even one that happens to emit the image token id) extend the cache causally.
+            if layout is not None and layout.has_pixels:
+                raise NotImplementedError(
+                    "future masks apply to a whole-prompt prefill; this call adds images to a non-empty cache"
+                )
+            return None
+        if module.config._attn_implementation != state.installed_backend:
+            raise ValueError(
+                f"the attention backend changed after enable() ({state.installed_backend!r} -> "
+                f"{module.config._attn_implementation!r}); call enable() again so the mode follows it"
+            )
+        state.active = Prefill(is_visual, state.mode, state.merge, self.base, state.layers)
+        kwargs["futuremask"] = state.active
+        return args, kwargs
+
+    def check_applied(self, module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> None:
+        """Decoder hook: a prefill none of whose attention calls took the mode is an error."""
+        prefill, self.state.active = self.state.active, None
+        if output is None:  # the forward raised: let its own error through
+            return
+        if prefill is not None and prefill.applied == 0:
+            raise RuntimeError(
+                f"the decoder {type(module).__name__} ran a prompt prefill with visual tokens, but none of its "
+                "attention calls received the future mask; this model is not supported by enable()"
+            )
+
+
 def enable(
     model: nn.Module,
     mode: str = "future",
@@ -233,73 +316,7 @@ def enable(
     decoder.config._attn_implementation = {"": register_futuremask_backend(base)}  # this config only, not its parts
     state.installed_backend = decoder.config._attn_implementation
     state.layers = decoder_layers(decoder)
-    id_tensor = torch.tensor(ids)
-
-    def visual(input_ids: torch.Tensor) -> torch.Tensor:
-        return torch.isin(input_ids, id_tensor.to(input_ids.device))
-
-    def remember_visual_positions(module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
-        if input_ids is None:
-            state.pending = None
-            if has_pixels:
-                raise ValueError(
-                    "future masks locate visual tokens through input_ids; call the model with input_ids, "
-                    "not inputs_embeds"
-                )
-            return None
-        state.pending = PromptLayout(visual(input_ids), has_pixels)
-        return None
-
-    def check_applied_at_top(module, args, kwargs, output):
-        layout, state.pending = state.pending, None
-        if output is None:  # the forward raised: let its own error through
-            return
-        if layout is not None and layout.has_pixels and bool(layout.is_visual.any()):
-            raise RuntimeError(
-                f"{type(module).__name__} ran a prompt with images but its decoder ({type(decoder).__name__}) was "
-                "never called with it: the future mask was not applied. This model is not supported by enable()."
-            )
-
-    def start_prefill(module, args, kwargs):
-        layout, state.pending = state.pending, None
-        own_ids = kwargs.get("input_ids")  # a decoder that embeds images itself (Phi-4-multimodal) sees the ids
-        is_visual = visual(own_ids) if own_ids is not None else (layout.is_visual if layout else None)
-        if is_visual is None or not bool(is_visual.any()):
-            return None
-        if _cache_length(kwargs.get("past_key_values")) > 0:
-            # Decode steps (even one that happens to emit the image token id) extend the cache causally.
-            if layout is not None and layout.has_pixels:
-                raise NotImplementedError(
-                    "future masks apply to a whole-prompt prefill; this call adds images to a non-empty cache"
-                )
-            return None
-        if module.config._attn_implementation != state.installed_backend:
-            raise ValueError(
-                f"the attention backend changed after enable() ({state.installed_backend!r} -> "
-                f"{module.config._attn_implementation!r}); call enable() again so the mode follows it"
-            )
-        state.active = Prefill(is_visual, state.mode, state.merge, base, state.layers)
-        kwargs["futuremask"] = state.active
-        return args, kwargs
-
-    def check_applied(module, args, kwargs, output):
-        prefill, state.active = state.active, None
-        if output is None:  # the forward raised: let its own error through
-            return
-        if prefill is not None and prefill.applied == 0:
-            raise RuntimeError(
-                f"the decoder {type(module).__name__} ran a prompt prefill with visual tokens, but none of its "
-                "attention calls received the future mask; this model is not supported by enable()"
-            )
-
-    state.handles = [
-        model.register_forward_pre_hook(remember_visual_positions, with_kwargs=True),
-        model.register_forward_hook(check_applied_at_top, with_kwargs=True, always_call=True),
-        decoder.register_forward_pre_hook(start_prefill, with_kwargs=True),
-        decoder.register_forward_hook(check_applied, with_kwargs=True, always_call=True),
-    ]
+    state.handles = _PrefillHooks(state, decoder, ids, base).install(model, decoder)
     return model
 
 
@@ -321,4 +338,4 @@ def current_mode(model: nn.Module) -> str | None:
     return None if state is None else state.mode
 
 
-__all__ = ["enable", "disable", "current_mode", "visual_token_ids_of"]
+__all__ = ["current_mode", "disable", "enable", "visual_token_ids_of"]

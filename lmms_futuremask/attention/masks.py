@@ -82,7 +82,7 @@ def later_keys(is_visual: torch.Tensor, mode: str, real_key: torch.Tensor, key_l
     ``is_visual`` / ``real_key`` are ``[B, L]``; ``K = key_length`` (default ``L``) covers a static cache's empty
     slots, which stay closed.
     """
-    batch, length = is_visual.shape
+    _batch, length = is_visual.shape
     positions = torch.arange(length, device=is_visual.device)
     later = positions[None, :] > positions[:, None]
     vis = is_visual.bool()
@@ -96,7 +96,7 @@ def later_keys(is_visual: torch.Tensor, mode: str, real_key: torch.Tensor, key_l
 def overlay(native: torch.Tensor, is_visual: torch.Tensor, mode: str, real_key: torch.Tensor) -> torch.Tensor:
     """A layer's mask under ``mode``: ``native`` (``[B or 1, 1, L, K]`` bool, the layer's own prefill mask) with the
     mode's later keys added, or (``causal``) with every later key removed."""
-    batch, length = is_visual.shape
+    _batch, length = is_visual.shape
     if mode in RESTRICTED_MODES:
         positions = torch.arange(native.shape[-1], device=native.device)
         return native & ~(positions[None, :] > torch.arange(length, device=native.device)[:, None])
@@ -108,7 +108,7 @@ def relaxation_function(mode: str, is_visual: torch.Tensor, real_key: torch.Tens
     relax = RELAXATIONS[check_mode(mode)]
     is_visual, real_key = is_visual.bool(), real_key.bool()
 
-    def opened(batch_idx, head_idx, q_idx, kv_idx):
+    def opened(batch_idx, _head_idx, q_idx, kv_idx):
         return (
             (kv_idx > q_idx)
             & relax(is_visual[batch_idx, q_idx], is_visual[batch_idx, kv_idx])

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..validation import check_choice
 from .masks import RELAXATIONS
 
 POOLS = ("mean", "max")
@@ -39,6 +40,8 @@ MERGE_OPTION_NAMES = ("merge_pool", "merge_kernel", "merge_prefix")
 
 @dataclass(frozen=True)
 class MergeSettings:
+    """The merge's knobs: pooling (``mean`` or ``max``), smoothing kernel ``k`` and prefix / sink columns ``p``."""
+
     pool: str = "mean"
     kernel: int = 5
     prefix: int = 1
@@ -46,8 +49,7 @@ class MergeSettings:
 
 def merge_settings(merge: str, mode: str, options: dict[str, Any]) -> MergeSettings | None:
     """Validate ``merge`` and its options; None for ``merge="none"``. Errors name the valid values."""
-    if merge not in MERGES:
-        raise ValueError(f"unknown merge {merge!r}; valid values are: {', '.join(MERGES)}")
+    check_choice("merge", merge, MERGES)
     unknown = sorted(set(options) - set(MERGE_OPTION_NAMES))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; valid options: {', '.join(MERGE_OPTION_NAMES)}")
@@ -62,8 +64,7 @@ def merge_settings(merge: str, mode: str, options: dict[str, Any]) -> MergeSetti
         kernel=int(options.get("merge_kernel", 5)),
         prefix=int(options.get("merge_prefix", 1)),
     )
-    if settings.pool not in POOLS:
-        raise ValueError(f"unknown merge_pool {settings.pool!r}; valid values are: {', '.join(POOLS)}")
+    check_choice("merge_pool", settings.pool, POOLS)
     if settings.kernel < 1 or settings.prefix < 1:
         raise ValueError(f"merge_kernel and merge_prefix must be >= 1, got {settings.kernel} and {settings.prefix}")
     return settings
@@ -207,7 +208,7 @@ def max_pool_bias(
 
     Returns ``C [H, R, p]`` and ``active [R, p]`` (bin ``t`` exists for the row).
     """
-    heads, rows, length = scores.shape
+    heads, _rows, length = scores.shape
     k, p = settings.kernel, settings.prefix
     n = future.sum(-1)  # [R]
     order = torch.argsort((~future).to(torch.int8), dim=-1, stable=True)  # future keys first, in key order
@@ -274,7 +275,7 @@ def merge_visual_rows(
 
     ``query [B, H, L, D]``, ``key/value [B, Hkv, L, D]`` (grouped-query heads are repeated here).
     """
-    batch, heads, length, dim = query.shape
+    batch, heads, length, _dim = query.shape
     key, value = key[:, :, :length], value[:, :, :length]  # a static cache hands over all its slots
     groups = heads // key.shape[1]
     compute = torch.promote_types(query.dtype, torch.float32)  # fp32 scores for bf16/fp16 models

@@ -89,7 +89,7 @@ def _render_block_mask(mask: Any, is_visual: torch.Tensor, mode: str, real_key: 
     batch, length = is_visual.shape
     q_len, kv_len = mask.seq_lengths
     if mode in RESTRICTED_MODES:
-        mask_mod = and_masks(mask.mask_mod, lambda b, h, q, k: k <= q)
+        mask_mod = and_masks(mask.mask_mod, lambda _b, _h, q, k: k <= q)
     else:
         extra = kv_len - length  # a static cache's empty slots: no visual token, never a real key
         vis = torch.nn.functional.pad(is_visual.bool(), (0, extra), value=False)

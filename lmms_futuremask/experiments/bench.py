@@ -21,6 +21,9 @@ import torch
 
 from ..attention.integration import disable, enable
 from ..attention.variants import parse_variant
+from ..runtime.prompting import LLAVA_IMAGE_TOKENS as IMAGE_TOKENS
+from ..testing.tiny import TINY_TEXT, TINY_VISION
+from ..validation import unknown_choice
 
 BENCH_VARIANTS = (
     "original",
@@ -32,19 +35,13 @@ BENCH_VARIANTS = (
     "future_v2v+merge",
     "future_v2t+merge",
 )
-IMAGE_TOKENS = 576
 IMAGE_TOKEN_ID = 32000
 
 #: CLIP ViT-L/14-336, LLaVA-1.5's vision tower at both sizes.
 CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
 
 ARCHS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-        "text": dict(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-        ),
-    },  # fmt: skip
+    "tiny": {"vision": TINY_VISION, "text": TINY_TEXT},  # the test checkpoint's widths, at 336 px
     "llava-1.5-7b": {
         "vision": CLIP_L_336,
         "text": dict(
@@ -54,7 +51,7 @@ ARCHS: dict[str, dict[str, Any]] = {
             num_attention_heads=32,
             num_key_value_heads=32,
         ),
-    },  # fmt: skip
+    },
     "llava-1.5-13b": {
         "vision": CLIP_L_336,
         "text": dict(
@@ -64,7 +61,7 @@ ARCHS: dict[str, dict[str, Any]] = {
             num_attention_heads=40,
             num_key_value_heads=40,
         ),
-    },  # fmt: skip
+    },
 }
 
 
@@ -73,7 +70,7 @@ def build_model(arch: str, dtype: torch.dtype, device: str, attn_implementation:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown_choice("arch", arch, ARCHS, noun="archs")
     spec = ARCHS[arch]
     vision = CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, **spec["vision"])
     text = LlamaConfig(vocab_size=32064, max_position_embeddings=8192, **spec["text"])
@@ -115,6 +112,8 @@ def make_inputs(batch: int, n_images: int, text_tokens: int, device: str, dtype:
 
 @dataclass
 class BenchRow:
+    """One variant's figures at one shape (images per prompt, batch size)."""
+
     variant: str
     images: int
     batch: int
@@ -150,6 +149,7 @@ def _apply_variant(model, variant: str) -> None:
 
 @torch.inference_mode()
 def bench_one(model, variant: str, inputs: dict, new_tokens: int, device: str, repeats: int) -> BenchRow:
+    """Time one variant on ``inputs``: prefill, decode steps and end-to-end, medians over ``repeats``."""
     _apply_variant(model, variant)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -250,6 +250,7 @@ def format_rows(rows: list[BenchRow], header: bool = True, all_rows: list[BenchR
 
 
 def environment() -> str:
+    """The machine and library versions, for the record beside the figures."""
     import transformers
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
@@ -274,6 +275,7 @@ def decode_floor(weight_bytes: int) -> str:
 def write_outputs(
     rows: list[BenchRow], out_dir: str | Path, command: str, weight_bytes: int | None = None
 ) -> tuple[Path, Path]:
+    """Write the rows as markdown and CSV (with the command and machine) under ``out_dir``; their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / "bench.md"

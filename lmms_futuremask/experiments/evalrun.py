@@ -118,7 +118,7 @@ def _forward_signals(process: subprocess.Popen) -> Iterator[list[int]]:
         yield received
         return
 
-    def forward(signum, frame):
+    def forward(signum, _frame):
         received.append(signum)
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signum)
@@ -170,13 +170,19 @@ def run_lmms_eval(
     ``SystemExit``; if this process dies otherwise (SIGKILL), Linux sends lmms-eval SIGTERM. No orphan keeps computing
     (and holding a GPU).
     """
-    command = lmms_eval_command() + [
-        "--model", model,
-        "--model_args", model_args,
-        "--tasks", tasks,
-        "--output_path", str(output_path),
+    command = [
+        *lmms_eval_command(),
+        "--model",
+        model,
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--output_path",
+        str(output_path),
         "--log_samples",
-    ] + list(extra or [])  # fmt: skip
+        *list(extra or []),
+    ]
     start = time.time() - 1  # file times have a coarse resolution on some file systems
     progress_file = Path(log_file).with_name("progress.json")
     progress_file.unlink(missing_ok=True)

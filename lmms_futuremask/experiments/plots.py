@@ -71,7 +71,7 @@ def mask_patterns(path: str | Path, layout: str = SAMPLE_LAYOUT) -> Path:
     plt = _pyplot()
     is_visual = torch.tensor([[c == "V" for c in layout]])
     fig, axes = plt.subplots(1, len(MODES), figsize=(3.2 * len(MODES), 3.6))
-    for ax, mode in zip(axes, MODES):
+    for ax, mode in zip(axes, MODES, strict=False):
         allowed = build_mask(is_visual, mode)[0, 0].int()
         colour = (
             allowed + (allowed.bool() & (torch.arange(len(layout))[None, :] > torch.arange(len(layout))[:, None])).int()

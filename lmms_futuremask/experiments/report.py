@@ -52,6 +52,8 @@ class Cell:
 
 @dataclass
 class Report:
+    """The comparison table of one model's variants (:func:`build_report`), ready to format."""
+
     model: str
     variants: list[str]
     columns: list[tuple[str, str]]  # (task or group, metric)
@@ -154,7 +156,7 @@ def build_report(runs: list[Run], allow_mismatch: bool = False) -> Report:
     )
 
 
-def _cell_text(report: Report, variant: str, cell: Cell) -> str:
+def _cell_text(variant: str, cell: Cell) -> str:
     if cell.value is None:
         return "–"
     text = f"**{cell.value:.3f}**" if cell.best else f"{cell.value:.3f}"
@@ -174,7 +176,7 @@ def format_markdown(report: Report) -> str:
     header = "| variant | " + " | ".join(f"{short_name(t)} ({m})" for t, m in report.columns) + " | failed |"
     lines = [f"Model: {report.model}", "", header, "|---|" + "---|" * (len(report.columns) + 1)]
     for variant in report.variants:
-        cells = [_cell_text(report, variant, report.cells[(variant, task)]) for task, _ in report.columns]
+        cells = [_cell_text(variant, report.cells[(variant, task)]) for task, _ in report.columns]
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {report.failed.get(variant, 0)} |")
     for variant, scores in report.paper.items():
         cells = [f"{scores[t]:.3f}" if t in scores else "–" for t, _ in report.columns]
@@ -206,16 +208,40 @@ def write_csv(report: Report, path: str | Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["model", "variant", "task", "metric", "value", "delta_vs_original", "test", "p_value", "p_holm",
-             "best", "failed", "not_comparable"]
-        )  # fmt: skip
+            [
+                "model",
+                "variant",
+                "task",
+                "metric",
+                "value",
+                "delta_vs_original",
+                "test",
+                "p_value",
+                "p_holm",
+                "best",
+                "failed",
+                "not_comparable",
+            ]
+        )
         for variant in report.variants:
             for task, metric in report.columns:
                 c = report.cells[(variant, task)]
                 writer.writerow(
-                    [report.model, variant, task, metric, c.value, c.delta, c.test, c.p, c.p_adjusted, c.best,
-                     c.failed, "; ".join(c.mismatch)]
-                )  # fmt: skip
+                    [
+                        report.model,
+                        variant,
+                        task,
+                        metric,
+                        c.value,
+                        c.delta,
+                        c.test,
+                        c.p,
+                        c.p_adjusted,
+                        c.best,
+                        c.failed,
+                        "; ".join(c.mismatch),
+                    ]
+                )
         for variant, scores in report.paper.items():
             for task, metric in report.columns:
                 if task in scores:

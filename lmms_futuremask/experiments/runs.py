@@ -160,7 +160,7 @@ def mismatches(run: Run, reference: Run) -> list[Mismatch]:
                         run.variant,
                         task,
                         f"scored on other samples ({len(mine)} vs {len(base)}, {len(common)} in common)",
-                    )  # fmt: skip
+                    )
                 )
             changed = sum(1 for doc in common if mine[doc] != base[doc])
             if changed:

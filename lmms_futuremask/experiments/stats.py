@@ -38,8 +38,10 @@ def bootstrap_means(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLE
     n = len(data)
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK // max(n, 1))
-    means = [data[rng.integers(0, n, size=(min(rows, resamples - done), n))].mean(axis=1)
-             for done in range(0, resamples, rows)]  # fmt: skip
+    means = [
+        data[rng.integers(0, n, size=(min(rows, resamples - done), n))].mean(axis=1)
+        for done in range(0, resamples, rows)
+    ]
     return np.concatenate(means)
 
 

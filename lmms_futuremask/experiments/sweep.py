@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import itertools
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..attention.variants import parse_variant, variant_model_args
+from ..runtime.model_args import split_model_args
 from ..validation import UserError
 from .evalrun import failed_samples, run_lmms_eval, scores_of
 
@@ -45,13 +47,6 @@ class VariantRun:
     error: str = ""
 
 
-def parse_args_string(text: str) -> dict:
-    """lmms-eval's own parsing of ``a=b,c=d`` (types guessed the same way)."""
-    from lmms_eval.utils import simple_parse_args_string
-
-    return simple_parse_args_string(text)
-
-
 def _expand_tasks(tasks: str) -> list[str]:
     """MileBench task folders named by ``tasks`` (task or group names; other tasks are not MileBench's)."""
     from ..milebench.catalog import BY_TASK_NAME, GROUPS
@@ -64,7 +59,7 @@ def _expand_tasks(tasks: str) -> list[str]:
 
 
 def _include_path(extra: list[str]) -> str | None:
-    for flag, value in zip(extra, extra[1:], strict=False):
+    for flag, value in itertools.pairwise(extra):
         if flag == "--include_path":
             return value
     return None
@@ -84,7 +79,10 @@ def check_tasks(tasks: str, extra: list[str]) -> None:
     known = known_tasks(_include_path(extra))
     unknown = [t for t in tasks.split(",") if t not in known]
     if unknown:
-        raise UserError(f"unknown task(s) {', '.join(unknown)}; `lmms-eval --tasks list` shows the valid names")
+        raise UserError(
+            f"unknown task(s) {', '.join(unknown)}; "
+            'lmms-eval tasks list --include-path "$(lmms-futuremask tasks --path)" lists the valid names'
+        )
 
 
 def check_data(tasks: str, env: dict[str, str]) -> None:
@@ -119,7 +117,7 @@ def plan(
     if len(set(variants)) != len(variants):
         duplicates = sorted({v for v in variants if variants.count(v) > 1})
         raise UserError(f"--variants lists {', '.join(duplicates)} more than once")
-    args = parse_args_string(model_args)
+    args = split_model_args(model_args)
     if {"mode", "merge"} & set(args):
         raise UserError("--model-args must not set mode or merge: the variants do (e.g. --variants future_v2v+merge)")
     for variant in variants:
@@ -137,7 +135,7 @@ def run_identity(model_args: str, tasks: str, env: dict[str, str]) -> dict:
     from ..milebench.data import ENV_VAR, data_identity
     from ..runtime.fingerprint import checkpoint_identity
 
-    args = parse_args_string(model_args)
+    args = split_model_args(model_args)
     identity = {"checkpoint": checkpoint_identity(str(args.get("pretrained", "")), args.get("revision"))}
     folders = _expand_tasks(tasks)
     if folders:
@@ -242,8 +240,10 @@ def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run,
     if failed:
         (folder / INCOMPLETE).write_text(json.dumps(status, indent=1))
         counts = ", ".join(f"{task} {n}" for task, n in failed.items())
-        log(f"{prefix}: done in {seconds:.0f} s with {sum(failed.values())} failed sample(s) ({counts}); "
-            f"{_headline(scores)}. Not complete: rerun to retry exactly the failed samples")  # fmt: skip
+        log(
+            f"{prefix}: done in {seconds:.0f} s with {sum(failed.values())} failed sample(s) ({counts}); "
+            f"{_headline(scores)}. Not complete: rerun to retry exactly the failed samples"
+        )
         return VariantRun(variant, folder, "incomplete", seconds, scores, failed)
     (folder / INCOMPLETE).unlink(missing_ok=True)
     (folder / COMPLETE).write_text(json.dumps(status, indent=1))

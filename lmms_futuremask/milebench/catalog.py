@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..validation import check_choice
+
 #: The folder of our lmms-eval task YAMLs (``milebench/`` inside), shipped in the package; what
 #: ``--include_path`` / ``lmms-eval tasks list --include-path`` take.
 TASK_FOLDER = Path(__file__).resolve().parents[1] / "tasks"
@@ -12,12 +14,15 @@ TASK_FOLDER = Path(__file__).resolve().parents[1] / "tasks"
 
 @dataclass(frozen=True)
 class MileTask:
+    """One MileBench task: its official folder, our name and its category."""
+
     folder: str  # the official folder and JSON name, e.g. "CLEVR-Change"
     name: str  # our snake_case name, used as lmms-eval task "milebench_<name>"
     category: str  # "temporal", "semantic" or "diagnostic"
 
     @property
     def task_name(self) -> str:
+        """The lmms-eval task name, ``milebench_<name>``."""
         return f"milebench_{self.name}"
 
 
@@ -63,7 +68,7 @@ def short_name(task: str) -> str:
     return BY_TASK_NAME[task].folder if task in BY_TASK_NAME else task
 
 
-#: The 13 tasks of the paper's Table 4 (../shared/paper/table4_llava15.csv), in its column order.
+#: The 13 tasks of the paper's Table 4 (``lmms_futuremask/data/paper_table4_llava15.csv``), in its column order.
 PAPER_FOLDERS = (
     "ActionLocalization",
     "ActionPrediction",
@@ -91,6 +96,5 @@ GROUPS: dict[str, tuple[MileTask, ...]] = {
 
 
 def task_by_folder(folder: str) -> MileTask:
-    if folder not in BY_FOLDER:
-        raise ValueError(f"unknown MileBench task {folder!r}; valid tasks are: {', '.join(BY_FOLDER)}")
-    return BY_FOLDER[folder]
+    """The task of an official folder name (``CLEVR-Change``); an unknown name raises naming the valid ones."""
+    return BY_FOLDER[check_choice("MileBench task", folder, BY_FOLDER, noun="tasks")]

@@ -35,6 +35,7 @@ def data_dir(root: str | os.PathLike | None = None) -> Path:
 
 
 def task_file(folder: str, root: str | os.PathLike | None = None) -> Path:
+    """The official JSON of a task: ``<root>/<folder>/<folder>.json``."""
     return data_dir(root) / folder / f"{folder}.json"
 
 
@@ -181,8 +182,11 @@ def open_image(doc: dict[str, Any], index: int):
             if image.mode in _WIDE_MODES:
                 logger.warning(
                     "%s: image %s has %d-bit mode %s; converted to RGB as upstream does, which clips most values",
-                    where, path, 32 if image.mode in ("I", "F") else 16, image.mode,
-                )  # fmt: skip
+                    where,
+                    path,
+                    32 if image.mode in ("I", "F") else 16,
+                    image.mode,
+                )
             image = image.convert("RGB")
     except Image.DecompressionBombError as error:
         raise MileBenchDataError(f"{where}: image {path} is too large for PIL ({error})") from error

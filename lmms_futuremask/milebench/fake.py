@@ -87,7 +87,7 @@ def write_fake_milebench(directory: str | Path, samples_per_task: int = 4, seed:
             for name in names:
                 _image(image_dir / name, rng)
             if folder == "MMCoQA":
-                names = [names[0]] + names  # the table image appears twice, as upstream
+                names = [names[0], *names]  # the table image appears twice, as upstream
             data.append(_sample(folder, index, rng, names))
         question_type = "open-ended" if folder in OPEN_ENDED or folder in NEEDLE else "multi-choice"
         meta = {

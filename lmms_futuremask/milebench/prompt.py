@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..runtime.prompting import LLAVA_IMAGE_TOKENS
 from .data import MileBenchDataError
 
 SLOT = "<ImageHere>"
@@ -105,7 +106,7 @@ class ProtocolSettings:
     padded to a square with the image processor's mean colour (LLaVA-1.5's ``pad`` aspect ratio)."""
 
     max_context_len: int = DEFAULT_CONTEXT_LEN
-    tokens_per_image: int = 576
+    tokens_per_image: int = LLAVA_IMAGE_TOKENS
     pad_square: bool = True
 
 

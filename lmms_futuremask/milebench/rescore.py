@@ -67,6 +67,7 @@ def rescore_logs(log_dir: str | Path, root: str | Path | None = None) -> dict[st
 
 
 def format_rescore_table(table: dict[str, dict[str, float]]) -> str:
+    """The re-scored metrics as a markdown table (per task: value, per image-quantity level, samples, failed)."""
     lines = ["| task | metric | value | Few | Medium | Many | samples | failed |", "|---|---|---|---|---|---|---|---|"]
     for name, metrics in table.items():
         if name in GROUPS:

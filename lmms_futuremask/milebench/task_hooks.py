@@ -120,6 +120,7 @@ def sample_score(doc: dict[str, Any], prediction: str) -> tuple[float, bool]:
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict]:
+    """lmms-eval's ``process_results``: the sample's official metric (and ``score``, ``failed_samples``, the levels)."""
     score, failed = sample_score(doc, results[0])
     folder = doc["milebench_task"]
     item = {"score": score, "level": doc["image_quantity_level"], "failed": failed, "sample_id": doc["sample_id"]}

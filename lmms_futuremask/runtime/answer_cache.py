@@ -42,8 +42,12 @@ def _read_records(path: Path) -> list[tuple[str, Any]]:
             record = json.loads(raw.decode("utf-8"))
             records.append((record["key"], record["answer"]))
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-            logger.warning("answer cache %s line %d is damaged (%s); skipped, its sample will be recomputed",
-                           path, number, type(error).__name__)  # fmt: skip
+            logger.warning(
+                "answer cache %s line %d is damaged (%s); skipped, its sample will be recomputed",
+                path,
+                number,
+                type(error).__name__,
+            )
     return records
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 
-def position_ids_from(attention_mask: torch.Tensor, past_length: int = 0) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` computes them (padding positions get 0)."""
-    positions = attention_mask.long().cumsum(-1) - 1 + past_length
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions ``[B, L]`` that skip left padding, as ``generate`` computes them (padding positions get 0)."""
+    positions = attention_mask.long().cumsum(-1) - 1
     return positions.masked_fill(attention_mask == 0, 0)
 
 

@@ -71,7 +71,8 @@ def checkpoint_identity(pretrained: str, revision: str | None = None) -> dict[st
 
 
 @functools.lru_cache(maxsize=256)
-def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+def _content_digest(path: str, _size: int, _mtime_ns: int) -> str:
+    """sha256 of a file's bytes; size and time are part of the cache key, so a changed file is read again."""
     sha = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

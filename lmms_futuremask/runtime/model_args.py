@@ -82,7 +82,7 @@ COMMON_ARGS: dict[str, Arg] = _args(
         "none",
         "run under torch.autocast in this dtype (the paper: float16 weights, bfloat16 autocast)",
         choices=AUTOCAST_NAMES,
-    ),  # fmt: skip
+    ),
     Arg("device", "str", None, "device of a single-process run (default cuda if available)", optional=True),
     Arg("device_map", "str", None, "e.g. auto, to split a large model over the visible GPUs", optional=True),
     Arg("attn_implementation", "choice", "sdpa", "attention backend", choices=ATTN_IMPLEMENTATIONS),
@@ -98,7 +98,7 @@ COMMON_ARGS: dict[str, Arg] = _args(
         "static: a fixed-shape KV cache",
         choices=CACHE_IMPLEMENTATIONS,
         optional=True,
-    ),  # fmt: skip
+    ),
 )
 
 #: Every model_arg of ``llava_futuremask`` (the LLaVA-1.5 paper preset).
@@ -114,7 +114,7 @@ LLAVA_FUTUREMASK_ARGS: dict[str, Arg] = _args(
         "visual tokens one image costs (default: the model's)",
         minimum=1,
         optional=True,
-    ),  # fmt: skip
+    ),
     Arg("milebench_pad_square", "bool", True, "pad MileBench images to a square with the mean colour"),
 )
 
@@ -129,14 +129,14 @@ FUTUREMASK_ARGS: dict[str, Arg] = _args(
         "MileBench context budget in tokens (default: the model's context length)",
         minimum=1,
         optional=True,
-    ),  # fmt: skip
+    ),
     Arg(
         "visual_token_ids",
         "str",
         None,
         "token ids that count as visual, joined by '+' (default: the config's)",
         optional=True,
-    ),  # fmt: skip
+    ),
     Arg("max_pixels", "int", None, "image processor max_pixels (Qwen-VL)", minimum=1, optional=True),
     Arg("min_pixels", "int", None, "image processor min_pixels (Qwen-VL)", minimum=1, optional=True),
     Arg(
@@ -145,7 +145,7 @@ FUTUREMASK_ARGS: dict[str, Arg] = _args(
         None,
         'more processor options as JSON, e.g. {"do_image_splitting": false}',
         optional=True,
-    ),  # fmt: skip
+    ),
     Arg("frames_as_video", "bool", False, "give a sample's images to a video-capable model as one video"),
     Arg("video_frames", "int", 8, "frames sampled from a video file", minimum=1),
     Arg("system_prompt", "str", None, "a system turn before every prompt", optional=True),
@@ -204,7 +204,8 @@ def _int_rule(arg: Arg) -> str:
 
 
 def _bad(arg: Arg, value: Any, rule: str) -> ModelArgsError:
-    return ModelArgsError(f"model_args: {arg.name}={value!r} is not valid; {arg.name} takes {rule} ({arg.help})")
+    shown = value if isinstance(value, str) else repr(value)  # as the user typed it: batch_size=0, not '0'
+    return ModelArgsError(f"model_args: {arg.name}={shown} is not valid; {arg.name} takes {rule} ({arg.help})")
 
 
 def check_pretrained(value: str) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from ..validation import check_choice
 
 IMAGE_PLACEHOLDER = "<image>"
+#: Visual tokens of one LLaVA-1.5 image: CLIP ViT-L/14 at 336 px, (336 / 14)^2 patches, one token each.
+LLAVA_IMAGE_TOKENS = 576
 
 _LLAMA_2_SYSTEM = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "

@@ -102,7 +102,7 @@ class Runner:
 
     def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
         """``(log-prob, is_greedy)`` per request, in order; a failed sample scores ``(-inf, False)``."""
-        return self._run(requests, self._score_batch, lambda request, error: FAILED_SCORE)
+        return self._run(requests, self._score_batch, lambda _request, _error: FAILED_SCORE)
 
     # -- the loop --------------------------------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Runner:
             if progress is not None:
                 progress.advance(len(batch))
         bar.close()
-        self._report(requests, answers)
+        self._report(answers)
         return answers
 
     def _run_batch(self, batch, requests, keys, answers, compute, failed_value) -> None:
@@ -172,7 +172,7 @@ class Runner:
     def _generate_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[Generation]:
         return self.vlm.generate_batch([sample for sample, _ in loaded], first.settings)
 
-    def _score_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[tuple[float, bool]]:
+    def _score_batch(self, loaded: list[tuple[Sample, Any]], _first: Request) -> list[tuple[float, bool]]:
         scores = self.vlm.score_batch([sample for sample, _ in loaded], [c for _, c in loaded])
         return [(score.logprob, score.is_greedy) for score in scores]
 
@@ -201,7 +201,7 @@ class Runner:
             return
         try:
             self.vlm.probe()
-        except Exception as probe_error:  # noqa: BLE001 - the probe's failure is the verdict
+        except Exception as probe_error:
             raise RunFailed(
                 f"{self.label}: the model fails as a whole, not one sample: {type(probe_error).__name__}: "
                 f"{probe_error} (the first sample failed with {type(error).__name__}: {error}). "
@@ -222,7 +222,7 @@ class Runner:
     def _error_answer(request: Request, error: BaseException) -> Generation:
         return Generation(f"{ERROR_MARKER} {request.where}: {type(error).__name__}: {error}")
 
-    def _report(self, requests: list[Request], answers: list[Any]) -> None:
+    def _report(self, answers: list[Any]) -> None:
         """Log the cache and failure summary; raise if every request of the pass failed."""
         if self.answer_cache is not None:
             logger.info("%s: %s", self.label, self.answer_cache.summary())

@@ -20,6 +20,7 @@ from .continuation import ContinuationScore, score_continuations
 from .prompting import (
     DEFAULT_CONV_TEMPLATE,
     IMAGE_PLACEHOLDER,
+    LLAVA_IMAGE_TOKENS,
     chat_messages,
     check_conv_template,
     render_prompt,
@@ -50,9 +51,16 @@ class Sample:
 
 #: Generation kwargs :class:`GenerationSettings` reads itself; any other ``GenerationConfig`` option passes through.
 _OWN_KWARGS = (
-    "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
-    "repetition_penalty", "until",
-)  # fmt: skip
+    "max_new_tokens",
+    "min_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "num_beams",
+    "repetition_penalty",
+    "until",
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,8 @@ class StopAtTokens(StoppingCriteria):
     def __init__(self, ids: Sequence[int]) -> None:
         self.ids = torch.tensor(list(ids))
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, _scores: torch.Tensor, **_kwargs: Any) -> torch.Tensor:
+        """``[B]`` bool: the rows whose last token is a stop id."""
         return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
 
 
@@ -330,8 +339,9 @@ class VLM:
 
     @property
     def tokens_per_image(self) -> int:
-        """Visual tokens one image costs (LLaVA-1.5: 576)."""
-        return int(getattr(self.model.config, "image_seq_length", None) or 576)
+        """Visual tokens one image costs: the config's ``image_seq_length``, else LLaVA-1.5's (an estimate for
+        batching only; dynamic-resolution models count each image with their processor)."""
+        return int(getattr(self.model.config, "image_seq_length", None) or LLAVA_IMAGE_TOKENS)
 
     def estimated_length(self, text: str, n_images: int) -> int:
         """Prompt tokens (text plus visual tokens), for grouping similar lengths into a batch."""

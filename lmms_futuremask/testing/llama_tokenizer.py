@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..validation import unknown_choice
 from .vlms._common import CORPUS
 
 LAYOUTS = ("prepend", "metaspace")
@@ -60,7 +61,7 @@ def llama_tokenizer(model_file: str | Path, layout: str):
     from transformers.tokenization_utils_base import generate_merges
 
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts are: {', '.join(LAYOUTS)}")
+        raise unknown_choice("layout", layout, LAYOUTS, noun="layouts")
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     # The vocabulary in id order and the merges ordered by piece score, as transformers' LLaMA converter does.
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}

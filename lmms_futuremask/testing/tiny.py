@@ -13,6 +13,11 @@ import torch
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
 TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH_SIZE) ** 2
+#: The widths of the tiny vision tower and decoder (the benchmark's ``tiny`` architecture uses them too).
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+TINY_TEXT = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 #: The llava-hf chat template (images first, then text), for users of ``processor.apply_chat_template``.
 LLAVA_HF_CHAT_TEMPLATE = (
@@ -73,21 +78,14 @@ def build_model(tokenizer, seed: int = 0):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **TINY_VISION,
         image_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
         projection_dim=32,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_TEXT,
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -116,6 +114,7 @@ def build_model(tokenizer, seed: int = 0):
 
 
 def build_processor(tokenizer):
+    """The LlavaProcessor of the tiny checkpoint: CLIP preprocessing at 56 px, ``<image>`` expanded to 16 tokens."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     image_processor = CLIPImageProcessor(

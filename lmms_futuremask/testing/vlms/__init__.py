@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...validation import unknown_choice
+
 #: family name -> the module (under this package) that builds it.
 FAMILY_MODULES: dict[str, str] = {
     "llava": "llava",
@@ -70,7 +72,7 @@ class TinyVLM:
 def tiny_vlm(name: str) -> TinyVLM:
     """The recipe of one family; unknown names raise naming the valid ones."""
     if name not in FAMILY_MODULES:
-        raise ValueError(f"unknown tiny VLM family {name!r}; valid families are: {', '.join(FAMILY_MODULES)}")
+        raise unknown_choice("tiny VLM family", name, FAMILY_MODULES, noun="families")
     module = importlib.import_module(f"{__name__}.{FAMILY_MODULES[name]}")
     return module.FAMILIES[name]
 

@@ -87,6 +87,7 @@ def build_tokenizer():
 
 
 def build_aya_vision(seed: int = 0):
+    """Aya Vision (SigLIP, pixel-shuffle projector, Cohere2 with a sliding and a full layer): ``(model, processor)``."""
     from transformers import (
         AyaVisionConfig,
         AyaVisionForConditionalGeneration,

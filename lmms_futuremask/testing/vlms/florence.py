@@ -43,6 +43,7 @@ def build_tokenizer():
 
 
 def build_florence2(seed: int = 0):
+    """Florence-2 (DaViT + BART encoder-decoder), to test that encoder-decoders are refused: ``(model, processor)``."""
     from transformers import (
         BartConfig,
         CLIPImageProcessor,

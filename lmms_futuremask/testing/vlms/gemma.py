@@ -101,6 +101,7 @@ def _siglip(image_size: int, patch_size: int):
 
 
 def build_gemma3(seed: int = 0):
+    """Gemma 3 (SigLIP, 16 soft tokens an image, sliding + full layers, bidirectional image blocks)."""
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -164,6 +165,7 @@ _PALIGEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
 
 
 def build_paligemma(seed: int = 0):
+    """PaliGemma (SigLIP, image tokens then a bidirectional prefix): ``(model, processor)``."""
     from transformers import (
         GemmaConfig,
         PaliGemmaConfig,

@@ -72,6 +72,7 @@ def _vision(tile: int, patch: int) -> dict:
 
 
 def build_idefics3(seed: int = 0):
+    """Idefics3 (image splitting into 32 px tiles, 4 ``<image>`` tokens a tile): ``(model, processor)``."""
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
@@ -125,6 +126,7 @@ def build_idefics3(seed: int = 0):
 
 
 def build_smolvlm(seed: int = 0):
+    """SmolVLM2 (Idefics3 layout, with a video processor): ``(model, processor)``."""
     from tokenizers import AddedToken
     from transformers import (
         GPT2Tokenizer,

@@ -49,6 +49,7 @@ INTERNVL_CHAT_TEMPLATE = (
 
 
 def build_internvl(seed: int = 0):
+    """HF-native InternVL3 (dynamic tiling, 16 ``<IMG_CONTEXT>`` tokens a tile, Qwen2 decoder)."""
     from transformers import (
         GotOcr2ImageProcessor,
         InternVLConfig,

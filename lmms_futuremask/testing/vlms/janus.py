@@ -74,6 +74,7 @@ def build_tokenizer():
 
 
 def build_janus(seed: int = 0):
+    """Janus(-Pro) (SigLIP-style encoder + aligner, Llama decoder, VQ branch unused): ``(model, processor)``."""
     from transformers import (
         JanusConfig,
         JanusForConditionalGeneration,

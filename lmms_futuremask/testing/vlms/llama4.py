@@ -61,6 +61,7 @@ def build_tokenizer():
 
 
 def build_llama4(seed: int = 0):
+    """Llama 4 (tiled images, one chunked-attention and one full NoPE layer, no MoE): ``(model, processor)``."""
     from transformers import (
         Llama4Config,
         Llama4ForConditionalGeneration,

@@ -98,6 +98,7 @@ def _finish(model, tokenizer, seed: int):
 
 
 def build_llava(seed: int = 0):
+    """LLaVA-1.5 (the tiny checkpoint of :mod:`lmms_futuremask.testing.tiny`): ``(model, processor)``."""
     from lmms_futuremask.testing.tiny import build_model, build_processor, build_tokenizer
 
     tokenizer = build_tokenizer()
@@ -113,6 +114,7 @@ NEXT_PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
 
 
 def build_llava_next(seed: int = 0):
+    """LLaVA-NeXT (anyres: a base tile plus grid tiles per image): ``(model, processor)``."""
     from transformers import (
         CLIPVisionConfig,
         LlavaNextConfig,
@@ -177,6 +179,7 @@ OV_PINPOINTS = [[32, 32], [32, 64], [64, 32]]
 
 
 def build_llava_onevision(seed: int = 0):
+    """LLaVA-OneVision (anyres images and video frames, Qwen2 decoder): ``(model, processor)``."""
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -242,6 +245,7 @@ NV_PINPOINTS = [[32, 32], [32, 64], [64, 32]]
 
 
 def build_llava_next_video(seed: int = 0):
+    """LLaVA-NeXT-Video (anyres images, pooled video frames): ``(model, processor)``."""
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,

@@ -80,6 +80,7 @@ def build_tokenizer():
 
 
 def build_mistral3(seed: int = 0):
+    """Mistral-Small-3.1 style (Pixtral tower, ``[IMG_BREAK]`` rows, sliding window 24): ``(model, processor)``."""
     from transformers import (
         Mistral3Config,
         Mistral3ForConditionalGeneration,

@@ -60,6 +60,7 @@ def build_tokenizer():
 
 
 def build_phi4_multimodal(seed: int = 0):
+    """Phi-4-multimodal (images embedded inside the decoder module, HD crops): ``(model, processor)``."""
     from transformers import (
         Phi4MultimodalAudioConfig,
         Phi4MultimodalConfig,

@@ -144,6 +144,7 @@ def _finish(model, tokenizer, seed: int):
 
 
 def build_qwen2_vl(seed: int = 0):
+    """Qwen2-VL (M-RoPE, native resolution, 2x2 merge): ``(model, processor)``."""
     from transformers import (
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
@@ -185,6 +186,7 @@ def build_qwen2_vl(seed: int = 0):
 
 
 def build_qwen2_5_vl(seed: int = 0):
+    """Qwen2.5-VL (M-RoPE, windowed vision attention, 2x2 merge): ``(model, processor)``."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -229,6 +231,7 @@ def build_qwen2_5_vl(seed: int = 0):
 
 
 def build_qwen3_vl(seed: int = 0):
+    """Qwen3-VL (interleaved M-RoPE, deepstack vision features): ``(model, processor)``."""
     from transformers import (
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,

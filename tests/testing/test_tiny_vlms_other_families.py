@@ -97,7 +97,7 @@ def family(request):
 
 @pytest.fixture(scope="module")
 def main_inputs(family):
-    name, model, processor = family
+    name, _model, processor = family
     n_images = EXPECTED[name][1]
     return _inputs(processor, [_prompt(name, processor, n_images)], _images(name, n_images))
 
@@ -153,7 +153,7 @@ def test_two_image_prompt_tokens(family, main_inputs):
 
 
 def test_forward_and_generate(family, main_inputs):
-    name, model, processor = family
+    _name, model, _processor = family
     with torch.no_grad():
         logits = model(**main_inputs).logits
     assert torch.isfinite(logits).all()

@@ -183,7 +183,7 @@ def test_holm_across_the_table_decides_the_marks(tmp_path):
     # future_v2v equals original (p = 1, 1). Holm over 4 tests: the smallest p times 4 = 0.03125, still < 0.05.
     runs = load(
         write_run(tmp_path / "o", BASE),
-        write_run(tmp_path / "f", {TASK_A: [0] * 12, TASK_B: [1] + BASE[TASK_B][1:]}, mode="future"),
+        write_run(tmp_path / "f", {TASK_A: [0] * 12, TASK_B: [1, *BASE[TASK_B][1:]]}, mode="future"),
         write_run(tmp_path / "v", BASE, mode="future_v2v"),
     )
     report = build_report(runs)

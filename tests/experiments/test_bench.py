@@ -21,8 +21,21 @@ def test_variant_names():
 
 def test_bench_smoke_on_the_cpu(tmp_path, capsys):
     code = main(
-        ["bench", "--variants", "original,future_v2v,future_v2v+merge", "--images", "1", "--batches", "1,2"]
-        + ["--new-tokens", "2", "--repeats", "1", "--out-dir", str(tmp_path)]
+        [
+            "bench",
+            "--variants",
+            "original,future_v2v,future_v2v+merge",
+            "--images",
+            "1",
+            "--batches",
+            "1,2",
+            "--new-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))

@@ -11,7 +11,7 @@ from lmms_futuremask.experiments.configs import PRESETS, VARIANTS, config_text, 
 from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, lmms_eval_command
 from lmms_futuremask.milebench.fake import write_fake_milebench
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_configs_match_the_generator(tmp_path):
@@ -35,7 +35,7 @@ def run_config(tmp_path, text):
     (tmp_path / "run.yaml").write_text(text)
     env = {**os.environ, **OFFLINE_ENV, "MILEBENCH_DIR": str(write_fake_milebench(tmp_path / "mb", 2))}
     return subprocess.run(
-        lmms_eval_command() + ["--config", "run.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [*lmms_eval_command(), "--config", "run.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
 
 

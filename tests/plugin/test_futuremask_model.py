@@ -5,7 +5,6 @@ lmms-eval's own chat models."""
 import json
 import math
 import os
-import subprocess
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from PIL import Image
 from lmms_futuremask.experiments.evalrun import (
     OFFLINE_ENV,
     find_results_file,
-    lmms_eval_command,
     read_samples,
     sample_files,
 )
@@ -24,6 +22,8 @@ from lmms_futuremask.runtime.errors import ERROR_MARKER
 from lmms_futuremask.runtime.vlm import VLM, Sample
 from lmms_futuremask.testing.sample_task import GROUP_NAME, write_sample_task
 from lmms_futuremask.testing.vlms import sample_images, write_tiny_vlm
+
+from ..helpers import lmms_eval_cli
 
 ENV = {**os.environ, **OFFLINE_ENV}
 
@@ -59,16 +59,9 @@ def vlm(path, mode="original"):
 def test_lmms_eval_cli_runs_each_family_in_its_own_prompt_format(tmp_path, checkpoints, data, name):
     tasks = write_sample_task(tmp_path / "tasks", n_docs=3)
     out = tmp_path / "out"
-    done = subprocess.run(
-        lmms_eval_command()
-        + ["--model", "futuremask", "--model_args"]
-        + [f"pretrained={checkpoints[name]},mode=future_v2v,device=cpu,max_new_tokens=3,batch_size=2"]
-        + ["--tasks", f"{GROUP_NAME},milebench_tqa,milebench_clevr_change", "--include_path", str(tasks)]
-        + ["--output_path", str(out), "--log_samples"],
-        env={**ENV, "MILEBENCH_DIR": str(data)},
-        capture_output=True,
-        text=True,
-    )
+    args = f"pretrained={checkpoints[name]},mode=future_v2v,device=cpu,max_new_tokens=3,batch_size=2"
+    tasks_arg = f"{GROUP_NAME},milebench_tqa,milebench_clevr_change"
+    done = lmms_eval_cli(out, "futuremask", args, tasks_arg, "--include_path", str(tasks), "--log_samples", data=data)
     results = find_results_file(out)  # raises with no results file
     scores = json.loads(results.read_text())["results"]
     assert math.isfinite(scores["futuremask_sample_choice"]["acc,none"]), done.stderr[-2000:]
@@ -196,15 +189,9 @@ def test_a_stock_lmms_eval_chat_model_runs_milebench(tmp_path, checkpoints, data
     pytest.importorskip("decord", reason="lmms-eval's qwen3_vl model imports decord")
     path = write_tiny_vlm("qwen3_vl", tmp_path / "qwen3_vl")
     out = tmp_path / "out"
-    done = subprocess.run(
-        lmms_eval_command()
-        + ["--model", "qwen3_vl", "--model_args", f"pretrained={path},device_map=cpu", "--device", "cpu"]
-        + ["--tasks", "milebench_tqa", "--limit", "2", "--gen_kwargs", "max_new_tokens=3"]
-        + ["--output_path", str(out), "--log_samples"],
-        env={**ENV, "MILEBENCH_DIR": str(data)},
-        capture_output=True,
-        text=True,
-    )
+    args = f"pretrained={path},device_map=cpu"
+    flags = ("--device", "cpu", "--limit", "2", "--gen_kwargs", "max_new_tokens=3", "--log_samples")
+    done = lmms_eval_cli(out, "qwen3_vl", args, "milebench_tqa", *flags, data=data)
     assert "'function' object has no attribute 'items'" not in done.stderr
     results = find_results_file(out)
     records = read_samples(sample_files(results)["milebench_tqa"])
@@ -219,7 +206,7 @@ def test_original_through_futuremask_gives_the_stock_models_greedy_answers(check
     from lmms_eval.api.instance import Instance
     from lmms_eval.models import get_model
 
-    from .helpers import texts
+    from ..helpers import texts
 
     path = checkpoints["qwen2_5_vl"]
     adapter = get_model("futuremask").create_from_arg_string(f"pretrained={path},device=cpu,batch_size=2", {})

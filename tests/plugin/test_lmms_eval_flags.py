@@ -6,36 +6,28 @@
 import json
 import math
 import os
-import subprocess
 
 import pytest
 import torch
 from PIL import Image
 
-from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, lmms_eval_command, read_samples
+from lmms_futuremask.experiments.evalrun import OFFLINE_ENV, find_results_file, read_samples
 from lmms_futuremask.experiments.evalrun import sample_files as samples_of
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
 from lmms_futuremask.milebench.prompt import full_prompt
 from lmms_futuremask.testing.sample_task import GROUP_NAME, write_sample_task
 
+from ..helpers import lmms_eval_cli
+
 ENV = {**os.environ, **OFFLINE_ENV}
 SYSTEM = "Answer in one word. "
 
 
 def lmms_eval(tmp_path, model_args, tasks, *flags, data=None):
-    """One real lmms-eval run; (completed process, output folder)."""
+    """One real lmms-eval run of ``llava_futuremask``; (completed process, output folder)."""
     out = tmp_path / "out"
-    env = {**ENV, "MILEBENCH_DIR": str(data)} if data else ENV
-    done = subprocess.run(
-        lmms_eval_command()
-        + ["--model", "llava_futuremask", "--model_args", model_args, "--tasks", tasks]
-        + ["--output_path", str(out), *flags],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    return done, out
+    return lmms_eval_cli(out, "llava_futuremask", model_args, tasks, *flags, data=data), out
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +136,7 @@ def test_generation_settings_from_gen_kwargs_reach_generate(flagged_run, tiny_mo
 def test_log_shows_the_truncated_prompt_fed_with_the_system_instruction(flagged_run, tiny_model_dir, milebench):
     from lmms_eval.models import get_model
 
-    from .helpers import protocol_sample
+    from ..helpers import protocol_sample
 
     records, _ = flagged_run
     model = get_model("llava_futuremask").create_from_arg_string(

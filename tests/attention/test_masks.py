@@ -1,36 +1,31 @@
-"""build_mask against a brute-force double loop written straight from the paper's table (REFERENCE section 1)."""
+"""build_mask against the references: each mode's mask written out by hand on a small prompt, and a brute-force
+loop over the paper's table (REFERENCE section 1) on larger ones, padding included."""
 
 import pytest
 import torch
 
 from lmms_futuremask import MODES, build_mask
 
+from ..references import EXPECTED, LAYOUT, OPENS, reference_mask
 
-def brute_force(is_visual, mode, attention_mask=None):
-    batch, length = is_visual.shape
-    out = torch.zeros(batch, 1, length, length, dtype=torch.bool)
-    for b in range(batch):
-        for i in range(length):
-            for j in range(length):
-                if attention_mask is not None and not attention_mask[b, j]:
-                    continue
-                qv, kv = bool(is_visual[b, i]), bool(is_visual[b, j])
-                if j <= i:
-                    ok = True
-                elif mode in ("original", "causal"):
-                    ok = False
-                elif mode == "future":
-                    ok = qv
-                elif mode == "future_v2v":
-                    ok = qv and kv
-                elif mode == "future_v2t":
-                    ok = qv and not kv
-                elif mode == "mma":
-                    ok = qv != kv
-                else:
-                    raise AssertionError(mode)
-                out[b, 0, i, j] = ok
-    return out
+
+def test_every_mode_has_a_written_out_mask_and_a_rule():
+    assert set(EXPECTED) == set(OPENS) == set(MODES)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_modes_mask_is_the_one_written_out_by_hand(mode):
+    got = build_mask(torch.tensor([LAYOUT]), mode)[0, 0]
+    assert got.int().tolist() == EXPECTED[mode]
+    assert reference_mask(torch.tensor([LAYOUT]), mode)[0, 0].int().tolist() == EXPECTED[mode]  # the two agree
+
+
+def test_the_references_can_tell_modes_apart():
+    # guard: every pair of relaxing modes differs on the hand-written layout, so a swapped mode cannot pass
+    relaxing = [m for m in MODES if m not in ("original", "causal")]
+    for a in relaxing:
+        for b in relaxing:
+            assert (EXPECTED[a] == EXPECTED[b]) == (a == b), (a, b)
 
 
 def layouts():
@@ -50,7 +45,7 @@ def layouts():
 def test_build_mask_matches_brute_force(mode, name, is_visual, attention_mask):
     got = build_mask(is_visual, mode, attention_mask)
     assert got.dtype == torch.bool and got.shape == (is_visual.shape[0], 1, is_visual.shape[1], is_visual.shape[1])
-    assert torch.equal(got, brute_force(is_visual, mode, attention_mask))
+    assert torch.equal(got, reference_mask(is_visual, mode, attention_mask))
 
 
 def test_text_only_prompt_is_causal_for_every_mode():

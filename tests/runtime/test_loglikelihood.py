@@ -7,7 +7,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 import lmms_futuremask as fm
 from lmms_futuremask.runtime.continuation import position_ids_from, score_continuations
 
-from .helpers import PROMPTS, processor_inputs, stock_prefill
+from ..helpers import PROMPTS, processor_inputs, stock_prefill
 
 CONTINUATIONS = [" red", " the first image is brighter", " B. yes"]
 
@@ -48,7 +48,7 @@ def test_continuation_logprob_equals_teacher_forced_decode(tiny_model_dir, proce
     tok = processor.tokenizer
     continuations = [tok.encode(c, add_special_tokens=False) for c in CONTINUATIONS]
     batched = score_continuations(model, processor_inputs(processor, PROMPTS), continuations, tok.pad_token_id)
-    for prompt, tokens, score in zip(PROMPTS, continuations, batched):
+    for prompt, tokens, score in zip(PROMPTS, continuations, batched, strict=False):
         single_inputs = processor_inputs(processor, [prompt])
         expected = teacher_forced(stock_eager, single_inputs, mode, tokens)
         assert score.logprob == pytest.approx(expected, abs=1e-4)
@@ -65,5 +65,5 @@ def test_is_greedy_is_true_for_the_greedy_continuation(tiny_model_dir, processor
     tokens = generated[0, inputs["input_ids"].shape[1] :].tolist()
     (score,) = score_continuations(model, inputs, [tokens], processor.tokenizer.pad_token_id)
     assert score.is_greedy
-    (other,) = score_continuations(model, inputs, [tokens[:2] + [tokens[2] + 1]], processor.tokenizer.pad_token_id)
+    (other,) = score_continuations(model, inputs, [[*tokens[:2], tokens[2] + 1]], processor.tokenizer.pad_token_id)
     assert not other.is_greedy and other.logprob < score.logprob

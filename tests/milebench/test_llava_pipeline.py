@@ -25,7 +25,7 @@ from lmms_futuremask.runtime.errors import ERROR_MARKER
 from lmms_futuremask.runtime.prompting import CONV_TEMPLATES
 from lmms_futuremask.testing.llama_tokenizer import LAYOUTS, llama_tokenizer, train_sentencepiece
 
-from .helpers import texts
+from ..helpers import texts
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -187,7 +187,7 @@ def shape_docs(data):
     spaced = dict(docs[0], context=" Context: {image#1} Question: {image#2}  what  is next? ", has_choices=False)
     spaced["images"] = docs[0]["images"][:2]
     long_text = dict(spaced, context="word " * 300 + "{image#1} {image#2} end")
-    return docs + [spaced, long_text]
+    return [*docs, spaced, long_text]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -274,7 +274,9 @@ def test_placeholder_quirks_are_answered_counted_and_only_the_crash_refused(tmp_
     ]
     with caplog.at_level(logging.WARNING, logger="lmms_futuremask"):
         answers = texts(model.generate_until(requests))
-    failed = [process_results(doc, [answer])["failed_samples"]["failed"] for doc, answer in zip(docs, answers)]
+    failed = [
+        process_results(doc, [answer])["failed_samples"]["failed"] for doc, answer in zip(docs, answers, strict=False)
+    ]
     assert failed == [False, False, True, False]
     assert answers[2].startswith(ERROR_MARKER) and "upstream's LLaVA crashes here" in answers[2]
     assert "1 sample(s): more images than placeholders" in caplog.text

@@ -4,8 +4,7 @@ import itertools
 
 import pytest
 import torch
-from transformers import AttentionInterface, AutoModelForImageTextToText, AutoProcessor
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lmms_futuremask as fm
 from lmms_futuremask.attention import merge as merge_module
@@ -19,7 +18,8 @@ from lmms_futuremask.attention.merge import (
 )
 from lmms_futuremask.runtime.continuation import position_ids_from
 
-from .helpers import PROMPTS, causal_decode, processor_inputs
+from ..helpers import PROMPTS, causal_decode, processor_inputs
+from ..references import merge_reference
 
 FUTURE_MODES = ["future", "future_v2v", "future_v2t", "mma"]
 
@@ -76,44 +76,20 @@ def processor(tiny_model_dir):
     return AutoProcessor.from_pretrained(tiny_model_dir)
 
 
-REFERENCE = {}
-
-
-def reference_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """A stock model's attention replaced by steps 1-4, for the whole-model comparison."""
-    groups = query.shape[1] // key.shape[1]
-    k, v = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    if query.shape[2] != key.shape[2]:
-        raise AssertionError("the reference only runs prefills")
-    out = reference_merge_attention(
-        query.double(), k.double(), v.double(), REFERENCE["is_visual"], REFERENCE["mode"],
-        REFERENCE["settings"], REFERENCE["padding"], scaling,
-    )  # fmt: skip
-    return out.to(query.dtype).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register("futuremask_test_reference", reference_attention)
-AttentionMaskInterface.register("futuremask_test_reference", ALL_MASK_ATTENTION_FUNCTIONS["eager"])
-
-
 @pytest.mark.parametrize("base", ["sdpa", "eager"])
 @pytest.mark.parametrize(
     "mode,pool,kernel,prefix", [("future", "mean", 5, 1), ("future_v2v", "max", 3, 4), ("future_v2t", "mean", 25, 2)]
 )
 def test_whole_model_prefill_equals_stock_model_with_reference_attention(
-    tiny_model_dir, processor, base, mode, pool, kernel, prefix
+    tiny_model_dir, processor, attention_backend, base, mode, pool, kernel, prefix
 ):
     inputs = processor_inputs(processor, PROMPTS)
     positions = position_ids_from(inputs["attention_mask"])
-    REFERENCE.update(
-        is_visual=inputs["input_ids"] == 4,
-        mode=mode,
-        settings=MergeSettings(pool, kernel, prefix),
-        padding=inputs["attention_mask"],
-    )
+    is_visual = inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")
+    settings = MergeSettings(pool, kernel, prefix)
+    reference = merge_reference(is_visual, mode, settings, inputs["attention_mask"])
     stock = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    stock.config.text_config._attn_implementation = "futuremask_test_reference"  # the decoder only
-    assert stock.config.image_token_id == 4
+    stock.config.text_config._attn_implementation = attention_backend(reference)  # the decoder only
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation=base)
     fm.enable(model, mode, merge="kernel", merge_pool=pool, merge_kernel=kernel, merge_prefix=prefix)
     with torch.inference_mode():

@@ -161,18 +161,18 @@ def test_fake_milebench_round_trips_through_the_loader(tmp_path):
 
 def test_bad_data_gives_errors_that_name_the_fix(tmp_path):
     with pytest.raises(
-        MileBenchDataError, match="does not exist. Download it with `lmms-futuremask download-milebench"
+        MileBenchDataError, match=r"does not exist. Download it with `lmms-futuremask download-milebench"
     ):
         load_docs("TQA", tmp_path / "absent")
     root = write_fake_milebench(tmp_path / "mb", samples_per_task=1)
     (root / "TQA" / "TQA.json").unlink()
-    with pytest.raises(MileBenchDataError, match="milebench_tqa: expected .*TQA.json, which is missing"):
+    with pytest.raises(MileBenchDataError, match=r"milebench_tqa: expected .*TQA.json, which is missing"):
         load_docs("TQA", root)
     (root / "ActionLocalization").rename(root / "action_localization")
     with pytest.raises(MileBenchDataError, match="older MileBench release"):
         load_docs("ActionLocalization", root)
     (root / "DocVQA" / "DocVQA.json").write_text("{not json")
-    with pytest.raises(MileBenchDataError, match="DocVQA.json: not valid JSON"):
+    with pytest.raises(MileBenchDataError, match=r"DocVQA.json: not valid JSON"):
         load_docs("DocVQA", root)
     d = load_docs("OCR-VQA", root)[0]
     (root / "OCR-VQA" / "images" / d["images"][0]).write_bytes(b"not a png")

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from lmms_futuremask.cli import main
-from lmms_futuremask.experiments.evalrun import find_results_file, lmms_eval_command
+from lmms_futuremask.experiments.evalrun import find_results_file
 from lmms_futuremask.milebench import GROUPS, TASKS
 from lmms_futuremask.milebench.data import load_docs
 from lmms_futuremask.milebench.fake import write_fake_milebench
 from lmms_futuremask.milebench.llava import ChunkCodec
 from lmms_futuremask.milebench.prompt import full_prompt, render
 
-from .helpers import protocol_sample, texts
+from ..helpers import lmms_eval_cli, milebench_archives, protocol_sample, texts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -42,6 +42,7 @@ def test_task_yamls_match_the_catalog():
     assert len(GROUPS["milebench"]) == 29 and len(GROUPS["milebench_paper"]) == 13
 
 
+@pytest.mark.slow  # indexes every lmms-eval task
 def test_tasks_are_found_without_include_path():
     import lmms_eval.models  # noqa: F401  - loads the entry points, as the CLI does
     from lmms_eval.tasks import TaskManager
@@ -76,15 +77,12 @@ def test_llava_futuremask_applies_the_protocol(tiny_model_dir, fake_root, monkey
     assert len(sample.images) == 1 and small.vlm.prompt(sample) == sample.context
 
 
+@pytest.mark.slow
 def test_smoke_eval_over_all_milebench_tasks(tmp_path, tiny_model_dir, fake_root):
     """CI smoke: the real CLI over `milebench` at --limit 2; every task and group has a finite score."""
     out = tmp_path / "run"
-    command = lmms_eval_command() + [
-        "--model", "llava_futuremask",
-        "--model_args", f"pretrained={tiny_model_dir},mode=future_v2v,device=cpu,max_new_tokens=6,batch_size=2",
-        "--tasks", "milebench", "--limit", "2", "--output_path", str(out), "--log_samples",
-    ]  # fmt: skip
-    done = subprocess.run(command, env={**ENV, "MILEBENCH_DIR": str(fake_root)}, capture_output=True, text=True)
+    args = f"pretrained={tiny_model_dir},mode=future_v2v,device=cpu,max_new_tokens=6,batch_size=2"
+    done = lmms_eval_cli(out, "llava_futuremask", args, "milebench", "--limit", "2", "--log_samples", data=fake_root)
     results = json.loads(find_results_file(out).read_text())["results"]
     assert "milebench" in results, done.stderr[-3000:]
     assert math.isfinite(results["milebench"]["score,none"])
@@ -107,13 +105,7 @@ def test_smoke_eval_over_all_milebench_tasks(tmp_path, tiny_model_dir, fake_root
 
 def test_download_from_local_archives_resumes_and_verifies(tmp_path, capsys):
     data = write_fake_milebench(tmp_path / "src", samples_per_task=1)
-    archives = tmp_path / "archives"
-    archives.mkdir()
-    folders = [t.folder for t in TASKS]
-    for i in range(6):
-        with tarfile.open(archives / f"MileBench_part{i}.tar.gz", "w:gz") as tar:
-            for folder in folders[i::6]:
-                tar.add(data / folder, arcname=f"MileBench/{folder}")
+    archives = milebench_archives(tmp_path / "archives", data)
     target = tmp_path / "MileBench"
     damaged = archives / "MileBench_part3.tar.gz"
     good = damaged.read_bytes()
@@ -125,7 +117,7 @@ def test_download_from_local_archives_resumes_and_verifies(tmp_path, capsys):
     assert main(["download-milebench", "--dir", str(target), "--source", str(archives)]) == 0
     out = capsys.readouterr().out
     assert "MileBench_part0.tar.gz: already extracted, skipped" in out and "all 29 tasks verified" in out
-    for folder in folders:
+    for folder in (t.folder for t in TASKS):
         assert (target / folder / f"{folder}.json").is_file()
     (target / "TQA" / "images" / load_docs("TQA", target)[0]["images"][0]).unlink()
     assert main(["download-milebench", "--dir", str(target), "--source", str(archives)]) == 0  # repaired
@@ -142,6 +134,7 @@ def test_download_from_local_archives_resumes_and_verifies(tmp_path, capsys):
     assert "FAIL TQA: 1 image(s) missing" in out and "the archive itself is incomplete" in out
 
 
+@pytest.mark.slow
 def test_fake_milebench_command(tmp_path):
     done = subprocess.run(
         [str(Path(sys.executable).parent / "lmms-futuremask"), "fake-milebench", str(tmp_path), "--samples", "2"],
@@ -152,6 +145,7 @@ def test_fake_milebench_command(tmp_path):
     assert all(len(load_docs(t.folder, tmp_path)) == 2 for t in TASKS)
 
 
+@pytest.mark.slow  # indexes every lmms-eval task
 def test_protocol_generation_settings_have_no_stop_string(tiny_model_dir, fake_root, monkeypatch):
     import lmms_eval.models  # noqa: F401
     from lmms_eval.tasks import TaskManager, get_task_dict
@@ -171,7 +165,7 @@ def test_placeholder_mismatch_and_unreadable_image_are_recorded_per_sample(tiny_
 
     docs = load_docs("TQA", fake_root)
     broken = dict(docs[0], context=docs[0]["context"] + " {image#1}", images=docs[0]["images"][:1])  # upstream crashes
-    unreadable = dict(docs[1], images=["missing.png"] + docs[1]["images"][1:])
+    unreadable = dict(docs[1], images=["missing.png", *docs[1]["images"][1:]])
     model = get_model("llava_futuremask").create_from_arg_string(f"pretrained={tiny_model_dir},device=cpu", {})
     model.task_dict = {"milebench_tqa": {"test": [broken, unreadable, docs[2]]}}
     from lmms_eval.api.instance import Instance

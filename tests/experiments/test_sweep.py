@@ -31,6 +31,7 @@ def _answer_keys(folder: Path) -> list[str]:
     return keys
 
 
+@pytest.mark.slow
 def test_sweep_interrupted_and_resumed_then_report(tmp_path, tiny_model_dir):
     data = write_fake_milebench(tmp_path / "MileBench", samples_per_task=6)
     out = tmp_path / "sweep"
@@ -84,9 +85,21 @@ def test_attention_inspector_writes_one_png_per_mode(tmp_path, tiny_model_dir):
     for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
         Image.new("RGB", (40, 40), colour).save(tmp_path / f"{i}.png")
     code = main(
-        ["inspect", "--pretrained", str(tiny_model_dir), "--image", str(tmp_path / "0.png")]
-        + ["--image", str(tmp_path / "1.png"), "--prompt", "USER: <image> then <image> which is red? ASSISTANT:"]
-        + ["--modes", "original,future", "--out", str(tmp_path / "maps")]
+        [
+            "inspect",
+            "--pretrained",
+            str(tiny_model_dir),
+            "--image",
+            str(tmp_path / "0.png"),
+            "--image",
+            str(tmp_path / "1.png"),
+            "--prompt",
+            "USER: <image> then <image> which is red? ASSISTANT:",
+            "--modes",
+            "original,future",
+            "--out",
+            str(tmp_path / "maps"),
+        ]
     )
     assert code == 0
     for mode in ("original", "future"):

@@ -15,25 +15,23 @@ import sys
 
 import pytest
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 import lmms_futuremask as fm
 from lmms_futuremask.attention.integration import find_decoder
 from lmms_futuremask.attention.masks import FUTURE_MODES
-from lmms_futuremask.attention.merge import MergeSettings, reference_merge_attention
+from lmms_futuremask.attention.merge import MergeSettings
 from lmms_futuremask.testing.vlms import FAMILY_MODULES, processor_inputs, tiny_vlm
 
+from ..references import OPENS, merge_reference
+
 FAMILIES = [name for name in FAMILY_MODULES if name != "florence2"]
+#: The fast lane's families, one per kind of native mask: causal (LLaVA), M-RoPE (Qwen2.5-VL), sliding windows with
+#: bidirectional image blocks (Gemma 3), chunked attention (Llama 4). The others run in the full suite.
+FAST_FAMILIES = ("llava", "qwen2_5_vl", "gemma3", "llama4")
+FAMILY_PARAMS = [n if n in FAST_FAMILIES else pytest.param(n, marks=pytest.mark.slow) for n in FAMILIES]
 NEW_TOKENS = 4
 #: Phi-4-multimodal costs 545 visual tokens per image whatever its size: one image keeps its brute-force loops short.
 BATCH = {"phi4_multimodal": (1,)}
-RULES = {  # the README's table, written out
-    "future": lambda qv, kv: qv,
-    "future_v2v": lambda qv, kv: qv and kv,
-    "future_v2t": lambda qv, kv: qv and not kv,
-    "mma": lambda qv, kv: qv != kv,
-}
 
 
 @functools.cache
@@ -59,68 +57,39 @@ def visual_positions(name, processor, input_ids):
 
 # -- recording the stock masks and replaying explicit ones ---------------------------------------------------------
 
-STATE: dict = {"record": None, "explicit": None, "merge": None, "calls": 0}
-
 
 def _eager(module):
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
-def _is_prefill(query, key):
-    return query.shape[2] > 1 and query.shape[2] == STATE.get("length", query.shape[2])
-
-
-def recording(module, query, key, value, attention_mask, *args, **kwargs):
-    if STATE["record"] is not None and query.shape[2] > 1:
-        STATE["record"].append(attention_mask > torch.finfo(attention_mask.dtype).min / 2)
-    return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
-
-
-def explicit(module, query, key, value, attention_mask, *args, **kwargs):
-    if STATE["explicit"] is not None and query.shape[2] > 1:
-        allowed = STATE["explicit"][STATE["calls"] % len(STATE["explicit"])]
-        STATE["calls"] += 1
-        zero, low = torch.tensor(0.0), torch.tensor(torch.finfo(query.dtype).min)
-        attention_mask = torch.where(allowed, zero, low).to(query.dtype)
-    return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
-
-
-def merged(module, query, key, value, attention_mask, *args, scaling=None, **kwargs):
-    if STATE["merge"] is None or query.shape[2] == 1:
-        return _eager(module)(module, query, key, value, attention_mask, *args, scaling=scaling, **kwargs)
-    native = STATE["merge"]["natives"][STATE["calls"] % len(STATE["merge"]["natives"])]
-    STATE["calls"] += 1
-    groups = query.shape[1] // key.shape[1]
-    length = query.shape[2]
-    out = reference_merge_attention(
-        query.double(),
-        key.repeat_interleave(groups, 1)[:, :, :length].double(),
-        value.repeat_interleave(groups, 1)[:, :, :length].double(),
-        STATE["merge"]["is_visual"],
-        STATE["merge"]["mode"],
-        STATE["merge"]["settings"],
-        STATE["merge"]["padding"],
-        scaling if scaling is not None else module.scaling,
-        native=native[:, 0, :, :length],
-    )
-    return out.to(query.dtype).transpose(1, 2).contiguous(), None
-
-
-for _name, _fn in [("recording", recording), ("explicit", explicit), ("merged", merged)]:
-    AttentionInterface.register(f"futuremask_test_{_name}", _fn)
-    AttentionMaskInterface.register(f"futuremask_test_{_name}", ALL_MASK_ATTENTION_FUNCTIONS["eager"])
-
-
 @torch.inference_mode()
-def stock_masks(name, inputs):
+def stock_masks(name, inputs, attention_backend):
     """The mask each decoder layer receives at the prefill of ``inputs`` in the stock eager model, in call order."""
-    model, _ = fresh(name, "futuremask_test_recording")
-    STATE["record"] = []
-    try:
-        model(**inputs)
-        return STATE["record"]
-    finally:
-        STATE["record"] = None
+    recorded = []
+
+    def recording(module, query, key, value, attention_mask, *args, **kwargs):
+        if query.shape[2] > 1:
+            recorded.append(attention_mask > torch.finfo(attention_mask.dtype).min / 2)
+        return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
+
+    model, _ = fresh(name, attention_backend(recording))
+    model(**inputs)
+    return recorded
+
+
+def explicit_masks(masks):
+    """An eager attention function that gives the prefill calls ``masks`` (bool, in call order) instead of their own."""
+    calls = []
+
+    def explicit(module, query, key, value, attention_mask, *args, **kwargs):
+        if query.shape[2] > 1:
+            allowed = masks[len(calls) % len(masks)]
+            calls.append(1)
+            zero, low = torch.tensor(0.0), torch.tensor(torch.finfo(query.dtype).min)
+            attention_mask = torch.where(allowed, zero, low).to(query.dtype)
+        return _eager(module)(module, query, key, value, attention_mask, *args, **kwargs)
+
+    return explicit
 
 
 def write_mode(native, is_visual, real, mode):
@@ -132,26 +101,23 @@ def write_mode(native, is_visual, real, mode):
             for j in range(i + 1, length):
                 if mode == "causal":
                     out[b, 0, i, j] = False
-                elif real[b, j] and RULES[mode](bool(is_visual[b, i]), bool(is_visual[b, j])):
+                elif real[b, j] and OPENS[mode](bool(is_visual[b, i]), bool(is_visual[b, j])):
                     out[b, 0, i, j] = True
     return out
 
 
 @torch.inference_mode()
-def reference_run(name, inputs, mode, generate=False):
+def reference_run(name, inputs, mode, attention_backend, generate=False):
     """The stock eager model with each layer's recorded mask plus the mode given explicitly at the prefill."""
-    model, processor = fresh(name, "futuremask_test_explicit")
+    _, processor = _built(name)
     is_visual = visual_positions(name, processor, inputs["input_ids"])
     real = inputs["attention_mask"].bool()
-    STATE["explicit"] = [write_mode(m, is_visual, real, mode) for m in stock_masks(name, inputs)]
-    STATE["calls"] = 0
-    try:
-        if generate:
-            out = model.generate(**inputs, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-            return out[:, inputs["input_ids"].shape[1] :]
-        return model(**inputs).logits
-    finally:
-        STATE["explicit"] = None
+    masks = [write_mode(m, is_visual, real, mode) for m in stock_masks(name, inputs, attention_backend)]
+    model, _ = fresh(name, attention_backend(explicit_masks(masks)))
+    if generate:
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        return out[:, inputs["input_ids"].shape[1] :]
+    return model(**inputs).logits
 
 
 @functools.cache
@@ -165,10 +131,10 @@ def inputs_of(name, counts=(2,)):
 
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 @pytest.mark.parametrize("mode", [*FUTURE_MODES, "causal"])
-@pytest.mark.parametrize("name", FAMILIES)
-def test_prefill_equals_each_layers_native_mask_plus_the_mode(name, mode, backend):
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
+def test_prefill_equals_each_layers_native_mask_plus_the_mode(name, mode, backend, attention_backend):
     inputs = inputs_of(name, BATCH.get(name, (2, 1)))  # a left-padded batch: two image blocks, and one
-    expected = reference_run(name, inputs, mode)
+    expected = reference_run(name, inputs, mode, attention_backend)
     model, _ = fresh(name, backend)
     fm.enable(model, mode)
     with torch.inference_mode():
@@ -177,28 +143,28 @@ def test_prefill_equals_each_layers_native_mask_plus_the_mode(name, mode, backen
     torch.testing.assert_close(got[real], expected[real], atol=5e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_the_reference_above_can_fail(name):
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
+def test_the_reference_above_can_fail(name, attention_backend):
     """Guard: the mode changes the recorded masks of these prompts, and then the logits."""
     inputs = inputs_of(name, BATCH.get(name, (2, 1)))
     model, processor = fresh(name, "eager")
     with torch.inference_mode():
         stock = model(**inputs).logits
     is_visual = visual_positions(name, processor, inputs["input_ids"])
-    natives = stock_masks(name, inputs)
+    natives = stock_masks(name, inputs, attention_backend)
     real = inputs["attention_mask"].bool()
     changed = any(not torch.equal(write_mode(m, is_visual, real, "future"), m) for m in natives)
     if name == "paligemma":  # its whole prompt is a bidirectional prefix already: `future` opens nothing
         assert not changed
         return
     assert changed
-    assert not torch.allclose(reference_run(name, inputs, "future")[real], stock[real], atol=1e-4)
+    assert not torch.allclose(reference_run(name, inputs, "future", attention_backend)[real], stock[real], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_greedy_generate_equals_masked_prefill_then_stock_decode(name):
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
+def test_greedy_generate_equals_masked_prefill_then_stock_decode(name, attention_backend):
     inputs = inputs_of(name, BATCH.get(name, (2,)))
-    expected = reference_run(name, inputs, "future_v2v", generate=True)
+    expected = reference_run(name, inputs, "future_v2v", attention_backend, generate=True)
     model, _ = fresh(name, "sdpa")
     fm.enable(model, "future_v2v")
     with torch.inference_mode():
@@ -206,7 +172,7 @@ def test_greedy_generate_equals_masked_prefill_then_stock_decode(name):
     assert out[:, inputs["input_ids"].shape[1] :].tolist() == expected.tolist()
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
 def test_original_is_the_stock_model_bit_for_bit(name):
     inputs = inputs_of(name, (2, 1))
     stock, _ = fresh(name, "sdpa")
@@ -216,7 +182,7 @@ def test_original_is_the_stock_model_bit_for_bit(name):
         assert torch.equal(model(**inputs).logits, stock(**inputs).logits)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
 def test_left_padded_batch_equals_single_prompts(name):
     model, processor = fresh(name, "sdpa")
     fm.enable(model, "future")
@@ -232,25 +198,19 @@ def test_left_padded_batch_equals_single_prompts(name):
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n in BATCH else n for n in FAMILIES],  # literal loops
+    FAMILY_PARAMS,
 )
-def test_merge_equals_the_literal_reference_on_each_layers_native_mask(name):
+def test_merge_equals_the_literal_reference_on_each_layers_native_mask(name, attention_backend):
     inputs = inputs_of(name, BATCH.get(name, (2,)))
     settings = MergeSettings("mean", 3, 2)
-    model, processor = fresh(name, "futuremask_test_merged")
-    STATE["merge"] = {
-        "natives": stock_masks(name, inputs),
-        "is_visual": visual_positions(name, processor, inputs["input_ids"]),
-        "mode": "future_v2v",
-        "settings": settings,
-        "padding": inputs["attention_mask"],
-    }
-    STATE["calls"] = 0
-    try:
-        with torch.inference_mode():
-            expected = model(**inputs).logits
-    finally:
-        STATE["merge"] = None
+    _, processor = _built(name)
+    is_visual = visual_positions(name, processor, inputs["input_ids"])
+    natives = stock_masks(name, inputs, attention_backend)
+    reference = merge_reference(is_visual, "future_v2v", settings, inputs["attention_mask"], natives=natives)
+    model, _ = fresh(name, attention_backend(reference))
+    with torch.inference_mode():
+        expected = model(**inputs).logits
+    assert reference.calls  # the reference ran
     enabled, _ = fresh(name, "sdpa")
     with torch.inference_mode():
         stock = enabled(**inputs).logits
@@ -261,7 +221,7 @@ def test_merge_equals_the_literal_reference_on_each_layers_native_mask(name):
         assert not torch.allclose(got, stock, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
 def test_static_cache_gives_the_dynamic_caches_tokens(name):
     model, _ = fresh(name, "sdpa")
     fm.enable(model, "future")
@@ -326,7 +286,7 @@ def test_flash_attention_by_segments_keeps_each_layers_window(name, monkeypatch)
     mode's later keys on top, which gives what sdpa gives with the layers' native masks."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from .helpers import emulated_flash_attention
+    from ..helpers import emulated_flash_attention
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", emulated_flash_attention)
     inputs = inputs_of(name, (2, 1))

@@ -3,45 +3,10 @@
 import math
 
 import pytest
-from lmms_eval.api.instance import Instance
 
 from lmms_futuremask.runtime.errors import ERROR_MARKER, SampleError
 
-from .helpers import images, texts
-
-GEN = {"max_new_tokens": 5, "temperature": 0, "until": ["\n\n"]}
-
-
-def docs():
-    return [
-        {"question": "What colour is the image?", "n": 1},
-        {"question": "Image 1: <image> Image 2: <image> Which is brighter?", "n": 2},
-        {"question": "Describe the change.", "n": 2},
-        {"question": "<image> Answer with one word.", "n": 1},
-        {"question": "<image> <image> <image> What happened next?", "n": 3},
-    ]
-
-
-def doc_to_visual(doc):
-    return images(doc["n"], offset=len(doc["question"]))
-
-
-def make_model(tiny_model_dir, **kwargs):
-    from lmms_eval.models import get_model
-
-    cls = get_model("llava_futuremask")
-    args = ",".join(f"{k}={v}" for k, v in {"pretrained": tiny_model_dir, "device": "cpu", **kwargs}.items())
-    model = cls.create_from_arg_string(args, {"batch_size": 1, "device": None})
-    model.task_dict = {"toy": {"test": docs()}}
-    return model
-
-
-def request(kind, args):
-    return Instance(kind, args, idx=0, metadata={"task": args[4], "doc_id": args[3], "repeats": 1})
-
-
-def generate_requests(gen=GEN, ids=range(5)):
-    return [request("generate_until", (docs()[i]["question"], dict(gen), doc_to_visual, i, "toy", "test")) for i in ids]
+from ..helpers import GEN, doc_to_visual, docs, generate_requests, make_model, request, texts
 
 
 def test_registered_through_the_entry_point():
@@ -87,7 +52,7 @@ def test_interleaved_placeholders_are_kept_and_missing_ones_prepended(tiny_model
 def test_placeholder_mismatch_is_recorded_with_the_doc_and_others_still_answered(tiny_model_dir):
     model = make_model(tiny_model_dir, batch_size=2)
     bad = request("generate_until", ("<image> only one slot", dict(GEN), doc_to_visual, 4, "toy", "test"))
-    answers = texts(model.generate_until(generate_requests(ids=[0, 1]) + [bad]))
+    answers = texts(model.generate_until([*generate_requests(ids=[0, 1]), bad]))
     assert answers[2].startswith(ERROR_MARKER)
     assert "task toy doc 4" in answers[2] and "1 <image> placeholder(s) but the sample has 3" in answers[2]
     assert not answers[0].startswith(ERROR_MARKER) and not answers[1].startswith(ERROR_MARKER)
@@ -127,7 +92,7 @@ def test_loglikelihood_batched_equals_single_and_prefers_nothing_on_failure(tiny
     ]
     single = [r.text for r in make_model(tiny_model_dir, mode="future").loglikelihood(reqs)]
     batched = [r.text for r in make_model(tiny_model_dir, mode="future", batch_size=3).loglikelihood(reqs)]
-    for (a, greedy_a), (b, greedy_b) in zip(single, batched):
+    for (a, greedy_a), (b, greedy_b) in zip(single, batched, strict=False):
         assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
         assert a < 0 and math.isfinite(a)
     bad = request("loglikelihood", ("<image>", " x", doc_to_visual, 4, "toy", "test"))
