@@ -174,10 +174,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         attn_implementation=args.attn,
+        layers=args.layers,
+        vision=args.vision,
     )
-    print("\n" + format_rows(rows, all_rows=rows))
+    print("\n" + format_rows(rows))
     markdown, table = write_outputs(rows, args.out_dir, "lmms-futuremask " + " ".join(sys.argv[1:]), weight_bytes)
     print(f"written: {markdown}, {table}")
+    return 0
+
+
+def cmd_bench_loading(args: argparse.Namespace) -> int:
+    """``bench-loading``: the share of wall time spent loading images, with and without prefetching."""
+    from .experiments.bench import environment, format_loading, loading_bench
+
+    width, height = (int(x) for x in args.image_size.lower().split("x"))
+    rows = loading_bench(
+        arch=args.arch,
+        layers=args.layers,
+        samples=args.samples,
+        image_size=(width, height),
+        batch=args.batch,
+        new_tokens=args.new_tokens,
+        prefetch=tuple(sorted({0, args.prefetch})),
+        rounds=args.rounds,
+        device=args.device,
+    )
+    table = format_loading(rows)
+    command = "lmms-futuremask " + " ".join(sys.argv[1:])
+    print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(f"Machine: {environment()}\n\nCommand: `{command}`\n\n{table}\n")
+        print(f"written: {args.out}")
     return 0
 
 
@@ -323,18 +351,51 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_bench,
     )
     p.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="decoder layers to build (default: the architecture's); e.g. 2 for real widths on a CPU",
+    )
+    p.add_argument(
+        "--vision",
+        default="auto",
+        choices=["auto", "full", "small"],
+        help="vision tower: the architecture's CLIP (full) or the tiny one (small); auto: small on the CPU",
+    )
     p.add_argument("--variants", default=",".join(BENCH_VARIANTS), help=variants_help)
     p.add_argument("--images", default="1,4,8", help="images per prompt, comma-separated (576 tokens each)")
     p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--text-tokens", type=int, default=200, help="text tokens per prompt")
-    p.add_argument("--new-tokens", type=int, default=32, help="decode steps timed")
-    p.add_argument("--repeats", type=int, default=3, help="median over this many runs, after a warm-up")
+    p.add_argument("--new-tokens", type=int, default=64, help="decode steps timed per round")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds (every variant once each), after a warm-up round"
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument(
         "--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], help="backend"
     )
     p.add_argument("--out-dir", default="runs/bench", help="folder for the markdown and CSV results")
+
+    p = _subcommand(
+        sub,
+        "bench-loading",
+        "the share of wall time spent loading MileBench images, with and without prefetching",
+        "Runs synthetic MileBench samples of 7 photograph-sized images through the runner (LLaVA-1.5's image "
+        "pipeline, a random-weight model) with prefetch=0 and prefetch=N, interleaved; see docs/benchmarks.md.",
+        cmd_bench_loading,
+    )
+    p.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers to build (default: the architecture's)")
+    p.add_argument("--samples", type=int, default=16, help="samples of 7 images each")
+    p.add_argument("--image-size", default="800x600", help="WIDTHxHEIGHT of the synthetic images")
+    p.add_argument("--batch", type=int, default=1, help="batch size")
+    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per sample")
+    p.add_argument("--prefetch", type=int, default=1, help="batches loaded ahead in the prefetching runs")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of both settings")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out", default=None, help="also write the table (with machine and command) to this file")
 
     p = _subcommand(
         sub,

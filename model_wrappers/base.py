@@ -124,6 +124,7 @@ class FutureMaskLMM(lmms):
             batch_size=args["batch_size"],
             on_error=args["on_error"],
             answer_cache=cache,
+            prefetch=args["prefetch"],
             label=self.NAME,
             show_progress=self._rank == 0,
         )

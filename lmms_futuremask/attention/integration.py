@@ -28,8 +28,8 @@ from . import merge as merging
 from .backends import BACKEND_PREFIX, register_backend, scaling_of
 from .masks import RESTRICTED_MODES, check_mode
 from .merge import MergeContext, MergeSettings, merge_settings
-from .native import allowed, module_is_causal, real_keys, render
-from .segments import FLASH_BACKENDS, SegmentContext, segment_attention
+from .native import allowed, is_plain_causal, module_is_causal, real_keys, render
+from .segments import FLASH_BACKENDS, SegmentContext, prefers_segments, sdpa_kernel, segment_attention
 
 #: Attention backends that run every mode exactly: explicit masks (sdpa, eager), a BlockMask (flex), or segments
 #: merged by log-sum-exp (flash-attn, see :mod:`lmms_futuremask.attention.segments`).
@@ -73,6 +73,14 @@ class Prefill:
             self._per_mask[entry_key] = (native, real_keys(native, length), {})
         return self._per_mask[entry_key]
 
+    def _sdpa_segments(self, native, real, module, kwargs) -> SegmentContext | None:
+        """The segments route on SDPA (see :mod:`.segments`) where it does less work than a dense mask: a future
+        mode on a layer whose own mask is plain causal."""
+        if self.base != "sdpa" or self.mode in RESTRICTED_MODES or not module_is_causal(module, kwargs):
+            return None
+        context = SegmentContext(self.is_visual, real, self.mode)
+        return context if is_plain_causal(native[:, 0], real) and prefers_segments(context) else None
+
     def attend(self, module, query, key, value, mask, base_fn, args, kwargs):
         """The layer's attention at this prefill: its own mask plus the mode, on the base backend."""
         length = self.is_visual.shape[1]
@@ -84,10 +92,16 @@ class Prefill:
         self.applied += 1
         native, real, cache = self._layer(mask, module, kwargs, query, key)
         if self.merge is not None:
-            output, _ = base_fn(module, query, key, value, mask, *args, **kwargs)
             if "merge" not in cache:
                 cache["merge"] = MergeContext(self.is_visual, real, self.mode, self.merge, native=native[:, 0])
-            merging.merge_visual_rows(output, query, key, value, cache["merge"], scaling_of(module, query, kwargs))
+            output = merging.merge_prefill(
+                query,
+                key,
+                value,
+                cache["merge"],
+                scaling_of(module, query, kwargs),
+                lambda: base_fn(module, query, key, value, mask, *args, **kwargs)[0],
+            )
             return output, None  # the kernel's weights no longer describe the visual rows
         if self.base in FLASH_BACKENDS:
             if self.mode in RESTRICTED_MODES:  # flash computes causal (+ window) attention natively
@@ -99,6 +113,12 @@ class Prefill:
                 )
             context = SegmentContext(self.is_visual, real, self.mode, window=kwargs.get("sliding_window"))
             return segment_attention(query, key, value, context, scaling_of(module, query, kwargs)), None
+        if "segments" not in cache:
+            cache["segments"] = self._sdpa_segments(native, real, module, kwargs)
+        if cache["segments"] is not None:
+            return segment_attention(
+                query, key, value, cache["segments"], scaling_of(module, query, kwargs), kernel=sdpa_kernel
+            ), None
         if "mask" not in cache:
             cache["mask"] = render(mask, native, self.is_visual, self.mode, real, self.base, query.dtype)
         return base_fn(module, query, key, value, cache["mask"], *args, **kwargs)

@@ -60,6 +60,18 @@ def real_keys(native: torch.Tensor, length: int) -> torch.Tensor:
     return native[:, 0, diagonal, diagonal]
 
 
+def is_plain_causal(native: torch.Tensor, real_key: torch.Tensor) -> bool:
+    """Whether a layer's own mask (``native [B, L, K]`` bool) is exactly causal over the real keys (``real_key
+    [B, L]``) on every real row: no window, chunk, image block or prefix, no key past the prompt. Padding rows are
+    not compared (stock masks differ there)."""
+    length = real_key.shape[1]
+    positions = torch.arange(length, device=native.device)
+    real = real_key.to(native.device).bool()
+    causal = (positions[None, None, :] <= positions[None, :, None]) & real[:, None, :]
+    same = (native[:, :, :length] == causal) | ~real[:, :, None]
+    return bool(same.all()) and not bool(native[:, :, length:].any())
+
+
 def render(
     mask: Any,
     native: torch.Tensor,

@@ -13,6 +13,12 @@ modality, and (b) the allowed keys after the run, which are the same for every r
 
 and the parts are merged by their log-sum-exp. No call has an empty row. Without flash-attn installed (tests, CPUs),
 :func:`reference_kernel` computes the same thing in torch.
+
+The same split serves SDPA (:func:`sdpa_kernel`, torch's fused kernels with their log-sum-exp) where it does less
+work than one call with a dense mask: a masked call scores all ``L x L`` pairs, the causal kernel only half of them,
+so when the mode opens few later keys (``future_v2t``: visual rows see the text after their image), the parts cost
+about what causal attention costs. :func:`prefers_segments` decides from the layout; where the mode opens most of the
+upper triangle (``future``, ``future_v2v`` on prompts that are mostly image tokens) the dense mask stays cheaper.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .lse import attention_with_lse
 from .masks import RELAXATIONS
 
 #: ``kernel(q [Lq, H, D], k [Lk, Hkv, D], v [Lk, Hkv, D], causal, scale, window) -> (out [Lq, H, D], lse [Lq, H])``
@@ -74,6 +81,24 @@ def flash_kernel() -> Kernel:
     return kernel
 
 
+def sdpa_kernel(q, k, v, causal: bool, scale: float, window: int | None = None):
+    """A :data:`Kernel` from torch's SDPA kernels (:func:`.lse.attention_with_lse`). No window: the SDPA route is
+    taken on plain causal layers only; causal calls here always have as many queries as keys."""
+    if window:
+        raise ValueError("the SDPA segments kernel takes no sliding window")
+    groups = q.shape[1] // k.shape[1]
+    k, v = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (k, v))
+    out, lse = attention_with_lse(
+        q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], scale, causal
+    )
+    return out[0].transpose(0, 1), lse[0].transpose(0, 1)
+
+
+#: The segments route is taken when it scores at most this share of the ``L x L`` pairs a masked call scores (the
+#: parts carry overhead a single call does not: gathers, log-sum-exp merges; measured on the CPU at 7B widths).
+SEGMENT_WORK_SHARE = 0.6
+
+
 @dataclass
 class SegmentContext:
     """The prompt's layout, passed down the decoder as a keyword argument at a prefill."""
@@ -93,6 +118,37 @@ def _merge(out: torch.Tensor, lse: torch.Tensor, part_out: torch.Tensor, part_ls
         + part_out.float() * torch.exp(part_lse - new_lse)[..., None]
     )
     lse[rows] = new_lse
+
+
+def _later_seen(relax, run_visual: bool, vis: torch.Tensor, end: int) -> tuple[set, torch.Tensor]:
+    """``(the modalities a run's rows see later, the positions after the run they see)``."""
+    query_flag = torch.tensor(run_visual, device=vis.device)
+    sees = {flag for flag in (True, False) if bool(relax(query_flag, torch.tensor(flag, device=vis.device)))}
+    later = torch.arange(end + 1, vis.shape[0], device=vis.device)
+    later_vis = vis[later]
+    return sees, later[(later_vis & (True in sees)) | (~later_vis & (False in sees))]
+
+
+def segment_work(is_visual: torch.Tensor, mode: str) -> int:
+    """Query-key pairs the segments route scores for one unpadded prompt (``is_visual [n]``): the causal half plus,
+    per relaxed run, its rows times the later keys they see and the upper half of the run itself."""
+    relax = RELAXATIONS[mode]
+    n = is_visual.shape[0]
+    work = n * (n + 1) // 2
+    for start, end, run_visual in _runs(is_visual):
+        sees, later = _later_seen(relax, run_visual, is_visual, end)
+        size = end - start + 1
+        work += size * later.numel() + (size * (size - 1) // 2 if run_visual in sees else 0)
+    return work
+
+
+def prefers_segments(context: SegmentContext) -> bool:
+    """Whether every batch row's segments cost at most :data:`SEGMENT_WORK_SHARE` of a dense masked call."""
+    for b in range(context.is_visual.shape[0]):
+        vis = context.is_visual[b][context.real_key[b]]
+        if segment_work(vis, context.mode) > SEGMENT_WORK_SHARE * vis.shape[0] ** 2:
+            return False
+    return True
 
 
 def _runs(vis: torch.Tensor) -> list[tuple[int, int, bool]]:
@@ -128,13 +184,9 @@ def segment_attention(
         part_out, part_lse = kernel(q, k, v, True, scaling, context.window)
         out, lse = part_out.float(), part_lse.float()
         for start, end, run_visual in _runs(vis):
-            query_flag = torch.tensor(run_visual, device=vis.device)
-            sees = {flag for flag in (True, False) if bool(relax(query_flag, torch.tensor(flag, device=vis.device)))}
+            sees, later = _later_seen(relax, run_visual, vis, end)
             if not sees:
                 continue
-            later = torch.arange(end + 1, len(idx), device=vis.device)
-            later_vis = vis[later]
-            later = later[(later_vis & (True in sees)) | (~later_vis & (False in sees))]
             if later.numel():
                 o, s = kernel(q[start : end + 1], k[later], v[later], False, scaling, None)
                 _merge(out, lse, o, s, slice(start, end + 1))

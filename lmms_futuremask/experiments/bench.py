@@ -1,9 +1,14 @@
-"""Speed and memory of every variant at MileBench-like shapes: prefill, decode, end-to-end, peak memory.
+"""Speed and memory of every variant at MileBench-like shapes: prefill, decode, tokens/s, peak memory.
 
-Models are built from a config with random weights (no download): ``tiny`` (our test architecture with LLaVA-1.5's
-336 px / 576-token images, for the CPU) or the real-size ``llava-1.5-7b`` / ``llava-1.5-13b`` architectures (for a
-GPU, bf16). Timings are medians over repeats after a warm-up; ratios to ``original`` in the same run are the numbers
-to compare across machines.
+Models are built from a config with random weights (no download): ``tiny`` (our test architecture, hidden 64: it
+measures attention alone, since nothing else costs anything at that width) or the ``llava-1.5-7b`` /
+``llava-1.5-13b`` architectures. On the CPU, use the real widths with a few decoder layers (``layers``) and a small
+vision tower (``vision="small"``): every decoder layer costs the same, so per-layer ratios hold for the full depth,
+and the vision tower is the same code for every variant. On a GPU, run them at full size in bf16.
+
+Variants are interleaved: each round times every variant once (prefill, then ``new_tokens`` decode steps through its
+cache), in an order rotated from round to round, so drift of the machine (thermal, allocator, other jobs) falls on
+every variant alike. A ratio to ``original`` is taken within each round; the table shows their median and spread.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,7 @@ from ..attention.integration import disable, enable
 from ..attention.variants import parse_variant
 from ..runtime.prompting import LLAVA_IMAGE_TOKENS as IMAGE_TOKENS
 from ..testing.tiny import TINY_TEXT, TINY_VISION
-from ..validation import unknown_choice
+from ..validation import check_choice, unknown_choice
 
 BENCH_VARIANTS = (
     "original",
@@ -65,19 +71,35 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_model(arch: str, dtype: torch.dtype, device: str, attn_implementation: str = "sdpa"):
-    """A random-weight LLaVA-1.5-shaped model (CLIP 336 px, 576 tokens per image) on ``device``."""
+VISION_TOWERS = ("full", "small")
+
+
+def build_model(
+    arch: str,
+    dtype: torch.dtype,
+    device: str,
+    attn_implementation: str = "sdpa",
+    layers: int | None = None,
+    vision: str = "full",
+    vocab_size: int = 32064,
+    image_token_id: int = IMAGE_TOKEN_ID,
+):
+    """A random-weight LLaVA-1.5-shaped model (CLIP 336 px, 576 tokens per image) on ``device``; ``layers`` decoder
+    layers instead of the architecture's, the tiny CLIP widths with ``vision="small"``."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     if arch not in ARCHS:
         raise unknown_choice("arch", arch, ARCHS, noun="archs")
+    check_choice("vision", vision, VISION_TOWERS)
     spec = ARCHS[arch]
-    vision = CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, **spec["vision"])
-    text = LlamaConfig(vocab_size=32064, max_position_embeddings=8192, **spec["text"])
+    vision_spec = TINY_VISION if vision == "small" else spec["vision"]
+    text_spec = {**spec["text"], **({"num_hidden_layers": layers} if layers else {})}
+    vision_config = CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, **vision_spec)
+    text = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=8192, **text_spec)
     config = LlavaConfig(
-        vision_config=vision,
+        vision_config=vision_config,
         text_config=text,
-        image_token_id=IMAGE_TOKEN_ID,
+        image_token_id=image_token_id,
         image_seq_length=IMAGE_TOKENS,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -96,15 +118,19 @@ def build_model(arch: str, dtype: torch.dtype, device: str, attn_implementation:
 
 
 def make_inputs(batch: int, n_images: int, text_tokens: int, device: str, dtype: torch.dtype) -> dict:
-    """``[BOS, text/2, images, text/2]`` per row, random ids and pixels; all rows the same length."""
+    """Per row ``[BOS, text, image, text, image, ..., text]``: the text split evenly around the images, as MileBench
+    interleaves them; random ids and pixels; all rows the same length."""
     gen = torch.Generator().manual_seed(1)
-    half = text_tokens // 2
+    pieces = [text_tokens // (n_images + 1)] * (n_images + 1)
+    pieces[-1] += text_tokens - sum(pieces)
     rows = []
     for _ in range(batch):
-        text_a = torch.randint(3, 30000, (half,), generator=gen)
-        text_b = torch.randint(3, 30000, (text_tokens - half,), generator=gen)
-        images = torch.full((n_images * IMAGE_TOKENS,), IMAGE_TOKEN_ID)
-        rows.append(torch.cat([torch.tensor([1]), text_a, images, text_b]))
+        parts = [torch.tensor([1])]
+        for index, length in enumerate(pieces):
+            parts.append(torch.randint(3, 30000, (length,), generator=gen))
+            if index < n_images:
+                parts.append(torch.full((IMAGE_TOKENS,), IMAGE_TOKEN_ID))
+        rows.append(torch.cat(parts))
     input_ids = torch.stack(rows).to(device)
     pixels = torch.randn(batch * n_images, 3, 336, 336, generator=gen).to(device, dtype)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values": pixels}
@@ -112,14 +138,22 @@ def make_inputs(batch: int, n_images: int, text_tokens: int, device: str, dtype:
 
 @dataclass
 class BenchRow:
-    """One variant's figures at one shape (images per prompt, batch size)."""
+    """One variant's figures at one shape (images per prompt, batch size): medians over the rounds, and the
+    median, lowest and highest of its per-round ratios to ``original``."""
 
     variant: str
     images: int
     batch: int
     prompt_tokens: int
+    rounds: int
     prefill_ms: float
+    prefill_x: float
+    prefill_x_low: float
+    prefill_x_high: float
     decode_ms_per_token: float
+    decode_x: float
+    decode_x_low: float
+    decode_x_high: float
     tokens_per_s: float
     peak_mem_gib: float | None
 
@@ -129,69 +163,85 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs, after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _apply_variant(model, variant: str) -> None:
-    disable(model)
-    enable(model, *parse_variant(variant))
+@dataclass
+class _Timing:
+    prefill_s: float
+    decode_s: float
+    peak_gib: float | None
 
 
 @torch.inference_mode()
-def bench_one(model, variant: str, inputs: dict, new_tokens: int, device: str, repeats: int) -> BenchRow:
-    """Time one variant on ``inputs``: prefill, decode steps and end-to-end, medians over ``repeats``."""
-    _apply_variant(model, variant)
+def time_variant(model, variant: str, inputs: dict, new_tokens: int, device: str) -> _Timing:
+    """One prefill as ``generate()`` runs it (``logits_to_keep=1``), then ``new_tokens`` greedy decode steps through
+    its cache; seconds of each, and the peak GPU memory of both."""
+    disable(model)
+    enable(model, *parse_variant(variant))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-
-    def prefill():
-        return model(**inputs, use_cache=True, logits_to_keep=1)  # as generate() does
-
-    prefill_s = _timed(prefill, device, repeats)
-
-    def decode() -> float:
-        """Seconds for ``new_tokens`` greedy decode steps after a fresh (untimed) prefill."""
-        out = prefill()
-        cache, token, mask = out.past_key_values, out.logits[:, -1:].argmax(-1), inputs["attention_mask"]
-        del out
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
-            cache, token = step.past_key_values, step.logits[:, -1:].argmax(-1)
-        _sync(device)
-        return time.perf_counter() - start
-
-    decode()  # warm-up
-    decode_s = statistics.median(decode() for _ in range(repeats))
-
-    def end_to_end():
-        model.generate(**inputs, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-
-    e2e_s = _timed(end_to_end, device, repeats)
+    _sync(device)
+    start = time.perf_counter()
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    _sync(device)
+    prefill_s = time.perf_counter() - start
+    cache, token, mask = out.past_key_values, out.logits[:, -1:].argmax(-1), inputs["attention_mask"]
+    del out
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        step = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+        cache, token = step.past_key_values, step.logits[:, -1:].argmax(-1)
+    _sync(device)
+    decode_s = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    batch = inputs["input_ids"].shape[0]
-    return BenchRow(
-        variant=variant,
-        images=int((inputs["input_ids"][0] == IMAGE_TOKEN_ID).sum()) // IMAGE_TOKENS,
-        batch=batch,
-        prompt_tokens=inputs["input_ids"].shape[1],
-        prefill_ms=prefill_s * 1000,
-        decode_ms_per_token=decode_s * 1000 / new_tokens,
-        tokens_per_s=batch * new_tokens / e2e_s,
-        peak_mem_gib=peak,
-    )
+    return _Timing(prefill_s, decode_s, peak)
+
+
+def bench_shape(
+    model, variants: tuple[str, ...], inputs: dict, new_tokens: int, device: str, rounds: int
+) -> list[BenchRow]:
+    """Every variant at one shape: a warm-up round, then ``rounds`` interleaved rounds (order rotated each round)."""
+    for variant in variants:
+        time_variant(model, variant, inputs, min(new_tokens, 2), device)
+    timings: dict[str, list[_Timing]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:
+            timings[variant].append(time_variant(model, variant, inputs, new_tokens, device))
+    base = timings["original"]
+    batch, length = inputs["input_ids"].shape
+    rows = []
+    for variant, runs in timings.items():
+        prefill_x = [t.prefill_s / b.prefill_s for t, b in zip(runs, base, strict=True)]
+        decode_x = [t.decode_s / b.decode_s for t, b in zip(runs, base, strict=True)]
+        prefill_s = statistics.median(t.prefill_s for t in runs)
+        decode_s = statistics.median(t.decode_s for t in runs)
+        peaks = [t.peak_gib for t in runs if t.peak_gib is not None]
+        rows.append(
+            BenchRow(
+                variant=variant,
+                images=int((inputs["input_ids"][0] == IMAGE_TOKEN_ID).sum()) // IMAGE_TOKENS,
+                batch=batch,
+                prompt_tokens=length,
+                rounds=rounds,
+                prefill_ms=prefill_s * 1000,
+                prefill_x=statistics.median(prefill_x),
+                prefill_x_low=min(prefill_x),
+                prefill_x_high=max(prefill_x),
+                decode_ms_per_token=decode_s * 1000 / new_tokens,
+                decode_x=statistics.median(decode_x),
+                decode_x_low=min(decode_x),
+                decode_x_high=max(decode_x),
+                tokens_per_s=batch * new_tokens / (prefill_s + decode_s),
+                peak_mem_gib=max(peaks) if peaks else None,
+            )
+        )
+    return rows
+
+
+def check_bench_variants(variants: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate the variant names (before any model is built); ``original`` is always timed, first, as the base."""
+    for variant in variants:
+        parse_variant(variant)
+    return ("original", *(v for v in dict.fromkeys(variants) if v != "original"))
 
 
 def run_bench(
@@ -200,51 +250,90 @@ def run_bench(
     images: tuple[int, ...] = (1, 4, 8),
     batches: tuple[int, ...] = (1, 8),
     text_tokens: int = 200,
-    new_tokens: int = 32,
+    new_tokens: int = 64,
     repeats: int = 3,
     device: str | None = None,
     dtype: str = "auto",
     attn_implementation: str = "sdpa",
+    layers: int | None = None,
+    vision: str = "auto",
 ) -> tuple[list[BenchRow], int]:
-    """Rows of every variant and shape, and the bytes of weights one decode step reads (decoder + LM head)."""
+    """Rows of every variant and shape (``repeats`` interleaved rounds each), and the bytes of weights one decode
+    step reads (decoder + LM head). ``vision="auto"``: the small tower on the CPU, the architecture's on a GPU."""
+    variants = check_bench_variants(variants)
+    if new_tokens < 1 or repeats < 1 or (layers is not None and layers < 1):
+        raise ValueError("new_tokens, repeats and layers must be >= 1")
+    check_choice("vision", vision, ("auto", *VISION_TOWERS))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if vision == "auto":
+        vision = "full" if device.startswith("cuda") else "small"
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     torch_dtype = getattr(torch, dtype)
-    model = build_model(arch, torch_dtype, device, attn_implementation)
+    model = build_model(arch, torch_dtype, device, attn_implementation, layers=layers, vision=vision)
     rows: list[BenchRow] = []
     for n_images in images:
         for batch in batches:
             inputs = make_inputs(batch, n_images, text_tokens, device, torch_dtype)
-            for variant in variants:
-                rows.append(bench_one(model, variant, inputs, new_tokens, device, repeats))
-                print(format_rows(rows[-1:], header=len(rows) == 1), flush=True)
+            shape_rows = bench_shape(model, variants, inputs, new_tokens, device, repeats)
+            print(format_rows(shape_rows, header=not rows), flush=True)
+            rows += shape_rows
     decoder_params = [*model.get_decoder().parameters(), *model.lm_head.parameters()]
     return rows, sum(p.numel() * p.element_size() for p in decoder_params)
 
 
-def _ratio(row: BenchRow, rows: list[BenchRow], field: str) -> float:
-    base = next(r for r in rows if r.variant == "original" and r.images == row.images and r.batch == row.batch)
-    return getattr(row, field) / getattr(base, field)
+def _ratio(median: float, low: float, high: float) -> str:
+    return f"{median:.3f} ({low:.2f}-{high:.2f})"
 
 
-def format_rows(rows: list[BenchRow], header: bool = True, all_rows: list[BenchRow] | None = None) -> str:
-    """Markdown rows; with ``all_rows``, prefill and decode also as ratios to ``original`` at the same shape."""
+def format_rows(rows: list[BenchRow], header: bool = True) -> str:
+    """Markdown rows: medians, and ratios to ``original`` as the median (lowest-highest) of the per-round ratios."""
     lines = []
     if header:
         lines += [
-            "| variant | images | batch | prompt tokens | prefill ms | x orig | decode ms/token | x orig | tokens/s "
-            "| peak GiB |",
+            "| variant | images | batch | prompt tokens | prefill ms | prefill x orig | decode ms/token "
+            "| decode x orig | tokens/s | peak GiB |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
     for r in rows:
-        has_base = all_rows is not None
-        prefill_x = f"{_ratio(r, all_rows, 'prefill_ms'):.2f}" if has_base else ""
-        decode_x = f"{_ratio(r, all_rows, 'decode_ms_per_token'):.2f}" if has_base else ""
         peak = "n/a" if r.peak_mem_gib is None else f"{r.peak_mem_gib:.1f}"
         lines.append(
-            f"| {r.variant} | {r.images} | {r.batch} | {r.prompt_tokens} | {r.prefill_ms:.1f} | {prefill_x} | "
-            f"{r.decode_ms_per_token:.2f} | {decode_x} | {r.tokens_per_s:.1f} | {peak} |"
+            f"| {r.variant} | {r.images} | {r.batch} | {r.prompt_tokens} | {r.prefill_ms:.1f} | "
+            f"{_ratio(r.prefill_x, r.prefill_x_low, r.prefill_x_high)} | {r.decode_ms_per_token:.2f} | "
+            f"{_ratio(r.decode_x, r.decode_x_low, r.decode_x_high)} | {r.tokens_per_s:.1f} | {peak} |"
+        )
+    return "\n".join(lines)
+
+
+def paper_table6() -> list[dict[str, str]]:
+    """The paper's Table 6 (decode ms/token of LLaVA-1.5-7B per mask, without and with merge), as shipped."""
+    text = resources.files("lmms_futuremask").joinpath("data/paper_table6_latency.csv").read_text()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def table6_comparison(rows: list[BenchRow]) -> str:
+    """Our decode ms/token beside the paper's Table 6, at the run's largest batch-1 shape (empty without one)."""
+    batch1 = [r for r in rows if r.batch == 1]
+    if not batch1:
+        return ""
+    images = max(r.images for r in batch1)
+    ours = {r.variant: r for r in batch1 if r.images == images}
+    lines = [
+        f"Decode beside the paper's Table 6 (its LLaVA-1.5-7B, GPU not stated; ours: this run, {images} image(s), "
+        "batch 1):",
+        "",
+        "| mask | paper: no merge | paper: +merge | paper speed-up | ours: no merge (x orig) | ours: +merge (x orig) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in paper_table6():
+        mask = entry["mask"]
+        cells = []
+        for variant in (mask, f"{mask}+merge"):
+            r = ours.get(variant)
+            cells.append("not run" if r is None else f"{r.decode_ms_per_token:.2f} ms ({r.decode_x:.3f}x)")
+        lines.append(
+            f"| {mask} | {entry['no_merge_ms_per_token']} ms | {entry['merge_ms_per_token']} ms | "
+            f"{entry['speedup']}x | {cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
 
@@ -281,7 +370,8 @@ def write_outputs(
     markdown = out_dir / "bench.md"
     floor = f"\n\nModel: {decode_floor(weight_bytes)}" if weight_bytes else ""
     header = f"Machine: {environment()}{floor}\n\nCommand: `{command}`"
-    markdown.write_text(f"{header}\n\n{format_rows(rows, all_rows=rows)}\n")
+    comparison = table6_comparison(rows)
+    markdown.write_text(f"{header}\n\n{format_rows(rows)}\n" + (f"\n{comparison}\n" if comparison else ""))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0])))
     writer.writeheader()
@@ -289,3 +379,129 @@ def write_outputs(
     table = out_dir / "bench.csv"
     table.write_text(buffer.getvalue())
     return markdown, table
+
+
+# -- image loading: its share of the wall time, with and without prefetching -----------------------------------------
+
+
+@dataclass
+class LoadingRow:
+    """One runner pass over MileBench samples: wall time, time spent loading samples (opening, padding, resizing
+    and normalising their images, tokenising; in either thread) and the part of it the model's thread waited for."""
+
+    prefetch: int
+    samples: int
+    images_per_sample: int
+    batch: int
+    wall_s: float
+    load_s: float
+    load_wait_s: float
+
+
+def _milebench_requests(docs: list[dict], protocol: Any, settings: Any) -> list:
+    from ..milebench.prompt import full_prompt
+    from ..runtime.runner import Request
+
+    def loader(doc, where):
+        return lambda: (protocol.sample(doc, where), None)
+
+    return [
+        Request(
+            "generate",
+            doc["milebench_task"],
+            i,
+            full_prompt(doc),
+            None,
+            loader(doc, f"doc {i}"),
+            n_images=len(doc["images"]),
+            settings=settings,
+        )
+        for i, doc in enumerate(docs)
+    ]
+
+
+def loading_bench(
+    arch: str = "tiny",
+    layers: int | None = None,
+    samples: int = 16,
+    image_size: tuple[int, int] = (800, 600),
+    batch: int = 1,
+    new_tokens: int = 8,
+    prefetch: tuple[int, ...] = (0, 1),
+    rounds: int = 2,
+    device: str | None = None,
+    work_dir: str | Path | None = None,
+) -> list[LoadingRow]:
+    """Run ``samples`` synthetic MileBench samples of 7 images (``image_size`` noise, LLaVA-1.5's pipeline: pad to
+    square, bicubic resize to 336 px, normalise) through the runner once per ``prefetch`` value and round,
+    interleaved, on a random-weight model of ``arch`` in fp32 (the tiny one by default: a fast model, where
+    loading weighs most)."""
+    import tempfile
+
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    from ..milebench.catalog import TASKS
+    from ..milebench.data import load_docs
+    from ..milebench.fake import write_fake_milebench
+    from ..milebench.llava import LlavaProtocol
+    from ..milebench.prompt import ProtocolSettings
+    from ..runtime.runner import Runner
+    from ..runtime.vlm import VLM, GenerationSettings
+    from ..testing.tiny import build_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = build_tokenizer()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    vision = "full" if device.startswith("cuda") else "small"
+    model = build_model(
+        arch, dtype, device, layers=layers, vision=vision, vocab_size=len(tokenizer), image_token_id=image_id
+    )
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    vlm = VLM(model, processor)
+    protocol = LlavaProtocol.for_model(model, processor, ProtocolSettings(), "llava_llama_2")
+    settings = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    folder = TASKS[0].folder  # a regular task: every third sample has 7 images
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        root = write_fake_milebench(tmp, samples_per_task=3 * samples, image_size=image_size, folders=[folder])
+        docs = [d for d in load_docs(folder, root) if len(d["images"]) == 7][:samples]
+        requests = _milebench_requests(docs, protocol, settings)
+        Runner(vlm, batch_size=batch, show_progress=False, prefetch=0).generate(requests[:batch])  # warm-up
+        rows = []
+        for r in range(rounds):
+            for ahead in prefetch if r % 2 == 0 else prefetch[::-1]:
+                runner = Runner(vlm, batch_size=batch, show_progress=False, prefetch=ahead)
+                start = time.perf_counter()
+                runner.generate(requests)
+                wall = time.perf_counter() - start
+                rows.append(LoadingRow(ahead, len(docs), 7, batch, wall, runner.load_seconds, runner.load_wait_seconds))
+    return rows
+
+
+def format_loading(rows: list[LoadingRow]) -> str:
+    """Markdown: per prefetch setting, the medians over rounds of wall time, loading time and its share of the wall
+    time, and the share the model's thread spent waiting for images (what prefetching removes)."""
+    lines = [
+        "| prefetch | samples x images | batch | rounds | wall s | loading s | loading / wall "
+        "| waited for loading / wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ahead in dict.fromkeys(r.prefetch for r in rows):
+        runs = [r for r in rows if r.prefetch == ahead]
+        wall = statistics.median(r.wall_s for r in runs)
+        load = statistics.median(r.load_s for r in runs)
+        wait = statistics.median(r.load_wait_s / r.wall_s for r in runs)
+        first = runs[0]
+        lines.append(
+            f"| {ahead} | {first.samples} x {first.images_per_sample} | {first.batch} | {len(runs)} | {wall:.2f} | "
+            f"{load:.2f} | {statistics.median(r.load_s / r.wall_s for r in runs):.1%} | {wait:.1%} |"
+        )
+    return "\n".join(lines)

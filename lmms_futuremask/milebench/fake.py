@@ -19,9 +19,14 @@ NEEDLE = {"TextNeedleInAHaystack", "ImageNeedleInAHaystack"}
 WORDS = "red green blue left right up down open close car person dog table door cup moved appeared".split()
 
 
-def _image(path: Path, rng: random.Random) -> None:
+def _image(path: Path, rng: random.Random, size: tuple[int, int] | None = None) -> None:
+    """A small flat-colour image, or (``size`` given) one of that size filled with noise, as costly to decode and
+    resize as a photograph of that size."""
     from PIL import Image
 
+    if size is not None:
+        Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3)).save(path)
+        return
     size = (rng.choice([24, 32, 40]), rng.choice([24, 32]))
     Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3))).save(path)
 
@@ -73,19 +78,28 @@ def _image_count(folder: str, index: int) -> int:
     return (2, 5, 7)[index % 3]  # Few and Medium
 
 
-def write_fake_milebench(directory: str | Path, samples_per_task: int = 4, seed: int = 0) -> Path:
-    """Write all 29 task folders under ``directory``; returns it (use it as ``MILEBENCH_DIR``)."""
+def write_fake_milebench(
+    directory: str | Path,
+    samples_per_task: int = 4,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    folders: list[str] | None = None,
+) -> Path:
+    """Write the 29 task folders (or those named in ``folders``) under ``directory``; returns it (use it as
+    ``MILEBENCH_DIR``). ``image_size``: photograph-sized noise images instead of tiny flat ones (benchmarks)."""
     root = Path(directory)
     rng = random.Random(seed)
     for task in TASKS:
         folder = task.folder
+        if folders is not None and folder not in folders:
+            continue
         image_dir = root / folder / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
         data = []
         for index in range(samples_per_task):
             names = [f"{index}_{k}.png" for k in range(_image_count(folder, index))]
             for name in names:
-                _image(image_dir / name, rng)
+                _image(image_dir / name, rng, image_size)
             if folder == "MMCoQA":
                 names = [names[0], *names]  # the table image appears twice, as upstream
             data.append(_sample(folder, index, rng, names))

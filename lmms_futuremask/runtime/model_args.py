@@ -28,7 +28,7 @@ CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 
 
 #: model_args that choose how a run executes, not its answers (left out of answer-cache keys and of comparisons).
-EXECUTION_ONLY = ("answer_cache", "batch_size", "device", "device_map", "on_error")
+EXECUTION_ONLY = ("answer_cache", "batch_size", "device", "device_map", "on_error", "prefetch")
 #: The merge knobs (None: the paper's defaults).
 MERGE_OPTIONS = ("merge_pool", "merge_kernel", "merge_prefix")
 #: model_args that make a run one variant or another (everything else must match for variants to be compared).
@@ -90,6 +90,13 @@ COMMON_ARGS: dict[str, Arg] = _args(
     Arg("max_batch_size", "int", None, "only for --batch_size auto, which is not supported", optional=True),
     Arg("max_new_tokens", "int", None, "overrides the task's max_new_tokens", minimum=1, optional=True),
     Arg("on_error", "choice", "record", "what a failing sample does", choices=ON_ERROR),
+    Arg(
+        "prefetch",
+        "int",
+        1,
+        "batches whose images are loaded ahead, in a thread, while the model runs (0: off)",
+        minimum=0,
+    ),
     Arg("answer_cache", "str", None, "folder of the per-sample answer cache (resume)", optional=True),
     Arg(
         "cache_implementation",

@@ -5,7 +5,10 @@ An adapter (the lmms-eval models in ``model_wrappers/``) only translates its har
 
 * answers found in the :class:`~lmms_futuremask.runtime.answer_cache.AnswerCache` are reused, the rest computed;
 * requests that share generation settings are batched, longest prompt first (estimated without opening images),
-  so padding stays low; a batch's samples are loaded (images opened) only when the batch runs;
+  so padding stays low; a batch's samples are loaded (images opened and preprocessed) shortly before it runs: with
+  ``prefetch=N`` a worker thread loads the next ``N`` batches while the model works on the current one (the VLM's
+  ``host_lock`` keeps tokenizer and processor calls of the two threads apart; loading is deterministic, so answers
+  do not depend on it);
 * a failure is its sample's: a batch that fails is retried one sample at a time, a sample that still fails gets an
   error answer (``on_error="record"``, visible in results, never stored in the cache, so a rerun retries it) or stops
   the run (``on_error="raise"``);
@@ -18,8 +21,11 @@ An adapter (the lmms-eval models in ``model_wrappers/``) only translates its har
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -82,9 +88,14 @@ class Runner:
         answer_cache: AnswerCache | None = None,
         label: str = "futuremask",
         show_progress: bool = True,
+        prefetch: int = 1,
     ) -> None:
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 (batches loaded ahead; 0: off), got {prefetch}")
         self.vlm = vlm
         self.batch_size = batch_size
+        self.prefetch = prefetch
+        self._host_lock = getattr(vlm, "host_lock", None) or threading.RLock()  # a VLM's, or our own for stand-ins
         self.on_error = check_choice("on_error", on_error, ON_ERROR)
         self.answer_cache = answer_cache
         self.label = label
@@ -92,6 +103,9 @@ class Runner:
         self.failures: list[str] = []
         self.notes: Counter[str] = Counter()  # protocol quirks of the samples run (e.g. MileBench placeholders)
         self._model_ok = False  # set once a sample succeeded or the probe passed
+        #: Seconds spent loading samples (in either thread) and waiting for them on the main thread, for the bench.
+        self.load_seconds = 0.0
+        self.load_wait_seconds = 0.0
 
     # -- public ----------------------------------------------------------------------------------------------------
 
@@ -121,8 +135,8 @@ class Runner:
         kind = requests[0].kind if requests else ""
         bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
         progress = ProgressFile(kind, len(todo), len(requests) - len(todo)) if self.show_progress else None
-        for batch in self._batches(todo, requests):
-            self._run_batch(batch, requests, keys, answers, compute, failed_value)
+        for batch, loaded in self._loaded_batches(list(self._batches(todo, requests)), requests):
+            self._run_batch(batch, loaded, requests, keys, answers, compute, failed_value)
             bar.update(len(batch))
             if progress is not None:
                 progress.advance(len(batch))
@@ -130,14 +144,47 @@ class Runner:
         self._report(answers)
         return answers
 
-    def _run_batch(self, batch, requests, keys, answers, compute, failed_value) -> None:
-        """Load a batch's samples (images opened now), run those that loaded, store the answers."""
-        loaded: dict[int, tuple[Sample, Any]] = {}
+    def _loaded_batches(self, batches: list[list[int]], requests: list[Request]):
+        """``(batch, its loaded samples)`` in order; with ``prefetch`` > 0 the next batches load in a worker thread
+        while the caller runs the current one."""
+        if self.prefetch == 0 or len(batches) < 2:
+            for batch in batches:
+                start = time.perf_counter()
+                loaded = self._load(batch, requests)
+                self.load_wait_seconds += time.perf_counter() - start
+                yield batch, loaded
+            return
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="futuremask-load")
+        ahead: deque[Future] = deque()
+        try:
+            for position, batch in enumerate(batches):
+                while len(ahead) <= self.prefetch and position + len(ahead) < len(batches):
+                    ahead.append(pool.submit(self._load, batches[position + len(ahead)], requests))
+                start = time.perf_counter()
+                loaded = ahead.popleft().result()
+                self.load_wait_seconds += time.perf_counter() - start
+                yield batch, loaded
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _load(self, batch: list[int], requests: list[Request]) -> dict[int, Any]:
+        """Each request's ``load()`` result, or the exception it raised (handled by the main thread)."""
+        start = time.perf_counter()
+        loaded: dict[int, Any] = {}
         for index in batch:
-            try:
-                loaded[index] = requests[index].load()
-            except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
-                answers[index] = self._fail(requests[index], error, failed_value)
+            with self._host_lock:
+                try:
+                    loaded[index] = requests[index].load()
+                except Exception as error:  # noqa: BLE001 - an unreadable sample is that sample's failure
+                    loaded[index] = error
+        self.load_seconds += time.perf_counter() - start
+        return loaded
+
+    def _run_batch(self, batch, loaded, requests, keys, answers, compute, failed_value) -> None:
+        """Run a batch's samples that loaded, store the answers; those that did not load fail here."""
+        for index in batch:
+            if isinstance(loaded[index], Exception):
+                answers[index] = self._fail(requests[index], loaded.pop(index), failed_value)
             else:
                 self.notes.update(loaded[index][0].notes)
         ready = [i for i in batch if i in loaded]

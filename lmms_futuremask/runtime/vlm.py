@@ -8,6 +8,7 @@ the runner decides what a failure means.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,6 +231,10 @@ class VLM:
         self.system = system
         self.multimodal_rope = uses_multimodal_rope(model)
         self._image_costs: dict[tuple[int, int], int] = {}
+        #: Held for tokenizer and processor work (fast tokenizers refuse concurrent use while one call changes
+        #: their padding settings): the runner's loading thread and the model's thread take turns on the host side;
+        #: the model itself runs without it.
+        self.host_lock = threading.RLock()
 
     @classmethod
     def from_pretrained(
@@ -350,7 +355,8 @@ class VLM:
     @torch.inference_mode()
     def generate_batch(self, samples: list[Sample], settings: GenerationSettings) -> list[Generation]:
         """Answers of a batch, in order; a batch of any size gives the tokens of one-at-a-time runs."""
-        inputs = self.inputs(samples)
+        with self.host_lock:
+            inputs = self.inputs(samples)
         extra = {"stopping_criteria": [StopAtTokens(settings.stop_token_ids)]} if settings.stop_token_ids else {}
         with self._autocast():
             output = self.model.generate(
@@ -361,16 +367,18 @@ class VLM:
                 eos_token_id=self.tokenizer.eos_token_id,
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        with self.host_lock:
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            prompts = [self.prompt(sample) for sample in samples]
         ends = torch.tensor([self.tokenizer.eos_token_id, *settings.stop_token_ids], device=new_tokens.device)
         return [
             Generation(
                 cut_at_stop_strings(text, settings.until),
-                self.prompt(sample),
+                prompt,
                 int(inputs["attention_mask"][row].sum()),
                 _generated_length(new_tokens[row], ends),
             )
-            for row, (sample, text) in enumerate(zip(samples, texts, strict=True))
+            for row, (prompt, text) in enumerate(zip(prompts, texts, strict=True))
         ]
 
     def continuation_tokens(self, prompt: str, continuation: str) -> list[int]:
@@ -383,12 +391,12 @@ class VLM:
 
     def score_batch(self, samples: list[Sample], continuations: list[str]) -> list[ContinuationScore]:
         """Log-likelihood of each continuation after its prompt; the prompt alone is prefilled under the mode."""
-        prompts = [self.prompt(s) for s in samples]
-        tokens = [self.continuation_tokens(p, c) for p, c in zip(prompts, continuations, strict=True)]
+        with self.host_lock:
+            prompts = [self.prompt(s) for s in samples]
+            tokens = [self.continuation_tokens(p, c) for p, c in zip(prompts, continuations, strict=True)]
+            inputs = self.inputs(samples)
         with self._autocast():
-            return score_continuations(
-                self.model, self.inputs(samples), tokens, self.tokenizer.pad_token_id, self.multimodal_rope
-            )
+            return score_continuations(self.model, inputs, tokens, self.tokenizer.pad_token_id, self.multimodal_rope)
 
     def probe(self) -> None:
         """Run one tiny prompt with one synthetic image through the whole model (two new tokens, so a decode step

@@ -46,6 +46,29 @@ def test_prefill_logits_equal_stock_model_with_explicit_mask(tiny_model_dir, pro
     torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", FUTURE_MODES)
+def test_sdpa_segments_route_equals_stock_model_with_explicit_mask(
+    tiny_model_dir, processor, stock_eager, mode, monkeypatch
+):
+    """The SDPA segments route (forced on: any work share) against the stock model fed the mode's mask; a spy shows
+    the route ran."""
+    from lmms_futuremask.attention import integration, segments
+
+    monkeypatch.setattr(segments, "SEGMENT_WORK_SHARE", 1.0)
+    calls = []
+    monkeypatch.setattr(
+        integration, "segment_attention", lambda *a, **k: calls.append(1) or segments.segment_attention(*a, **k)
+    )
+    inputs = processor_inputs(processor, PROMPTS)
+    expected = stock_prefill(stock_eager, inputs, mode).logits
+    model = fm.enable(load(tiny_model_dir), mode)
+    with torch.inference_mode():
+        got = model(**inputs, position_ids=position_ids_from(inputs["attention_mask"])).logits
+    real = inputs["attention_mask"].bool()
+    assert len(calls) == model.config.text_config.num_hidden_layers
+    torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-5)
+
+
 def test_future_modes_change_the_prefill(tiny_model_dir, processor):
     """Guards the test above: the modes must actually differ on these prompts."""
     inputs = processor_inputs(processor, PROMPTS[1:2])
