@@ -102,6 +102,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    """``select``: a variant per task, its held-out gain, and the routing file."""
+    from .experiments.selection import write_selection
+
+    print(write_selection(args.folders, args.out, folds=args.folds, seed=args.seed, allow_mismatch=args.allow_mismatch))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``inspect``: attention maps of one prompt per mode."""
     from .experiments.plots import inspect_attention
@@ -282,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-mismatch", action="store_true", help="write the report anyway, marking the cells not comparable"
     )
+
+    p = _subcommand(
+        sub,
+        "select",
+        "choose a mask per task, with a held-out (cross-fitted) estimate of the gain, and write routing.yaml",
+        "Per task, the variant chosen on k-1 folds of the samples and scored on the held-out fold, for every fold; "
+        "the routing's gain over original and over the best single variant with paired bootstrap intervals, per "
+        "task and group; the oracle (chosen and scored on all samples) beside it, labelled optimistic. Writes "
+        "select.md, select.csv, select.png and routing.yaml (use it with --model_args ...,routing=routing.yaml). "
+        "The runs must differ in the mask only, as for report.",
+        cmd_select,
+    )
+    p.add_argument("folders", nargs="+", help="lmms-eval output folders (one per variant, with original), or a sweep")
+    p.add_argument("--out", default="runs/select", help="folder for select.md, select.csv, select.png, routing.yaml")
+    p.add_argument("--folds", type=int, default=2, help="cross-fitting folds (k >= 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    p.add_argument("--allow-mismatch", action="store_true", help="select even if runs differ in more than the mask")
 
     p = _subcommand(
         sub,

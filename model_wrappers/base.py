@@ -16,6 +16,7 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from loguru import logger
 
+from lmms_futuremask.attention.integration import check_backend
 from lmms_futuremask.milebench.prompt import full_prompt, is_milebench_doc
 from lmms_futuremask.runtime.answer_cache import AnswerCache
 from lmms_futuremask.runtime.errors import is_error_answer
@@ -23,6 +24,7 @@ from lmms_futuremask.runtime.fingerprint import checkpoint_identity
 from lmms_futuremask.runtime.media import visuals_of
 from lmms_futuremask.runtime.model_args import EXECUTION_ONLY, MERGE_OPTIONS, Arg, parse_model_args
 from lmms_futuremask.runtime.prompting import IMAGE_PLACEHOLDER
+from lmms_futuremask.runtime.routing import Routing, describe, load_routing
 from lmms_futuremask.runtime.runner import Request, Runner
 from lmms_futuremask.runtime.vlm import VLM, GenerationSettings, Sample
 
@@ -87,6 +89,32 @@ def _system_instruction(context: str, doc: dict[str, Any], where: str) -> str | 
     )
 
 
+def is_known_task(name: str) -> bool:
+    """Whether lmms-eval can run a task of this name: ours from the catalog, any other from the task index of the
+    lmms-eval run creating this model (its ``--include_path`` folders included), else lmms-eval's own index."""
+    from lmms_futuremask.milebench.catalog import BY_TASK_NAME, TASK_FOLDER
+
+    if name.startswith("milebench"):  # our names: no need for lmms-eval's index
+        return name in BY_TASK_NAME
+    manager = _evaluator_setting("task_manager")
+    if manager is None:
+        from lmms_eval.tasks import TaskManager
+
+        manager = TaskManager(include_path=str(TASK_FOLDER))
+    return name in manager.all_subtasks
+
+
+def routing_of(args: dict[str, Any]) -> Routing | None:
+    """The routing file of ``routing=`` checked (file, variants, tasks, the backend for each mode), or None."""
+    if not args["routing"]:
+        return None
+    routing = load_routing(args["routing"], is_known_task)
+    for mode, _merge in routing.tasks.values():
+        check_backend(args["attn_implementation"], mode)
+    logger.info(f"routing {routing.path}: {describe(routing)}; other tasks: mode={args['mode']} merge={args['merge']}")
+    return routing
+
+
 class FutureMaskLMM(lmms):
     """The shared lmms-eval model: a subclass sets ``NAME`` and ``ARGS`` and implements ``load`` and ``protocol``."""
 
@@ -99,6 +127,7 @@ class FutureMaskLMM(lmms):
         super().__init__()
         route_library_logs()
         args = parse_model_args(model_args, self.ARGS)  # before anything heavy
+        self.routing = routing_of(args)  # read and checked before anything heavy too
         from accelerate import Accelerator
 
         accelerator = Accelerator()
@@ -270,6 +299,7 @@ class FutureMaskLMM(lmms):
             data=dataset[doc_id]["data_identity"] if milebench else getattr(dataset, "_fingerprint", None),
             n_images=context.count(IMAGE_PLACEHOLDER),
             settings=settings,
+            variant=self.routing.variant_for(task) if self.routing else None,
         )
 
     def _frames_as_video(self, images: list[Any]) -> bool:

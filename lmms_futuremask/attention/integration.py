@@ -352,10 +352,24 @@ def disable(model: nn.Module) -> nn.Module:
     return model
 
 
+def enabled_settings(model: nn.Module) -> dict[str, Any] | None:
+    """The keyword arguments of the :func:`enable` call in force on ``model`` (to restore it after another mode),
+    or None when it is not enabled."""
+    state = getattr(model, _STATE_ATTR, None)
+    if state is None:
+        return None
+    settings: dict[str, Any] = {"mode": state.mode, "merge": "none", "visual_token_ids": state.visual_token_ids}
+    if state.merge is not None:
+        merge = state.merge
+        settings |= {"merge": "kernel", "merge_pool": merge.pool, "merge_kernel": merge.kernel}
+        settings["merge_prefix"] = merge.prefix
+    return settings
+
+
 def current_mode(model: nn.Module) -> str | None:
     """The mode :func:`enable` set on ``model``, or None when it is not enabled."""
     state = getattr(model, _STATE_ATTR, None)
     return None if state is None else state.mode
 
 
-__all__ = ["current_mode", "disable", "enable", "visual_token_ids_of"]
+__all__ = ["current_mode", "disable", "enable", "enabled_settings", "visual_token_ids_of"]

@@ -69,7 +69,8 @@ def read_samples(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def _response(record: dict) -> object:
+def response_of(record: dict) -> object:
+    """A --log_samples record's answer: its filtered response (else the raw one), unwrapped from lists."""
     response = record.get("filtered_resps", record.get("resps"))
     while isinstance(response, list) and response:
         response = response[0]
@@ -86,7 +87,7 @@ def failed_samples(results_file: str | Path) -> dict[str, int]:
         if "failed_samples" in metrics:
             failed[task] = int(metrics["failed_samples"])
         elif task in files:
-            failed[task] = sum(1 for r in read_samples(files[task]) if is_error_answer(_response(r)))
+            failed[task] = sum(1 for r in read_samples(files[task]) if is_error_answer(response_of(r)))
     return failed
 
 

@@ -70,12 +70,14 @@ class Report:
         return sum(1 for cell in self.cells.values() if cell.p is not None)
 
 
-def _order(variants: list[str]) -> list[str]:
+def variant_order(variants: list[str]) -> list[str]:
+    """The paper's variants in its order, then any others alphabetically."""
     known = [v for v in PAPER_VARIANTS if v in variants]
     return known + sorted(v for v in variants if v not in known)
 
 
-def _task_order(task: str) -> tuple[int, str]:
+def task_order(task: str) -> tuple[int, str]:
+    """Sort key: MileBench tasks in the catalog's order, then any others alphabetically."""
     names = list(BY_TASK_NAME)
     return (names.index(task), task) if task in BY_TASK_NAME else (len(names), task)
 
@@ -90,7 +92,7 @@ def check_comparable(runs: list[Run], allow_mismatch: bool = False) -> tuple[str
     if len(by_variant) != len(runs):
         duplicates = sorted({r.variant for r in runs if sum(x.variant == r.variant for x in runs) > 1})
         raise UserError(f"two folders hold the same variant ({', '.join(duplicates)}); pass one folder per variant")
-    reference = _order(list(by_variant))[0]
+    reference = variant_order(list(by_variant))[0]
     found = [m for r in runs if r.variant != reference for m in mismatches(r, by_variant[reference])]
     if found and not allow_mismatch:
         listed = "\n  ".join(str(m) for m in found[:20])
@@ -107,8 +109,8 @@ def build_report(runs: list[Run], allow_mismatch: bool = False) -> Report:
     """The table of ``runs`` (one per variant, one model); see the module docstring for what is refused."""
     reference, found = check_comparable(runs, allow_mismatch)
     by_variant = {r.variant: r for r in runs}
-    variants = _order(list(by_variant))
-    tasks = sorted({t for r in runs for t in r.scores if t not in GROUPS}, key=_task_order)
+    variants = variant_order(list(by_variant))
+    tasks = sorted({t for r in runs for t in r.scores if t not in GROUPS}, key=task_order)
     groups = [g for g in GROUPS if any(g in r.scores for r in runs)]
     columns = [(t, next(iter(headline_metrics(next(r.scores[t] for r in runs if t in r.scores))))) for t in tasks]
     columns += [(g, "score") for g in groups]

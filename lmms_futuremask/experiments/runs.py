@@ -16,7 +16,7 @@ from typing import Any
 
 from ..attention.variants import variant_name
 from ..milebench.catalog import GROUPS
-from ..runtime.model_args import EXECUTION_ONLY, VARIANT_ARGS, recorded_model_args
+from ..runtime.model_args import EXECUTION_ONLY, VARIANT_ARGS, recorded_model_args, split_model_args
 from .evalrun import failed_samples, find_results_file, headline_metrics, read_samples, sample_files, scores_of
 from .sweep import COMPLETE, INCOMPLETE
 
@@ -95,8 +95,12 @@ def load_run(folder: str | Path) -> Run:
     config = results.get("config", {})
     model_name = str(config.get("model", "?"))
     args = recorded_model_args(model_name, config.get("model_args", ""))
+    variant = variant_name(args.get("mode", "original"), args.get("merge", "none"))
+    routing = split_model_args(config.get("model_args", "")).get("routing")  # as written, not lower-cased
+    if routing:  # a routed run: a variant per task, named after its routing file
+        variant = f"routed:{Path(routing).name}"
     run = Run(
-        variant_name(args.get("mode", "original"), args.get("merge", "none")),
+        variant,
         model_key(args.get("pretrained", "?")),
         folder,
         scores_of(results_file),

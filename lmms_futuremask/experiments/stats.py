@@ -6,6 +6,8 @@ multiplicity (a report tests every variant on every task: at p < 0.05, one in tw
 * :func:`paired_bootstrap`: any score (Rouge-L); resampled mean differences, vectorised, with a fixed seed so a
   report is reproducible.
 * :func:`holm`: Holm's step-down adjustment (family-wise error rate), applied across all tests of one table.
+* :func:`paired_bootstrap_ci`: a percentile interval of a mean paired difference; stratified over several tasks
+  (each resampled within itself) for the mean over tasks.
 """
 
 from __future__ import annotations
@@ -91,3 +93,22 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
+
+
+def paired_bootstrap_ci(
+    diffs_per_task: Sequence[Sequence[float]],
+    level: float = 1 - ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the mean over tasks of each task's mean paired difference, with a percentile
+    bootstrap interval at ``level``: samples are resampled within each task (a stratified bootstrap; one task is
+    the plain paired bootstrap), task ``i`` with seed ``seed + i``, so the interval is reproducible."""
+    tasks = [np.asarray(d, dtype=np.float64) for d in diffs_per_task]
+    if not tasks or any(len(d) == 0 for d in tasks):
+        raise ValueError("paired_bootstrap_ci needs at least one sample in every task")
+    observed = float(np.mean([d.mean() for d in tasks]))
+    means = np.mean([bootstrap_means(d, resamples, seed + i) for i, d in enumerate(tasks)], axis=0)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return observed, float(low), float(high)

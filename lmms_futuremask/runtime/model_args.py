@@ -32,7 +32,7 @@ EXECUTION_ONLY = ("answer_cache", "batch_size", "device", "device_map", "on_erro
 #: The merge knobs (None: the paper's defaults).
 MERGE_OPTIONS = ("merge_pool", "merge_kernel", "merge_prefix")
 #: model_args that make a run one variant or another (everything else must match for variants to be compared).
-VARIANT_ARGS = ("mode", "merge", *MERGE_OPTIONS)
+VARIANT_ARGS = ("mode", "merge", *MERGE_OPTIONS, "routing")
 
 
 def split_model_args(text: str) -> dict[str, str]:
@@ -75,6 +75,13 @@ COMMON_ARGS: dict[str, Arg] = _args(
     Arg("merge_pool", "choice", None, "merge pooling (default mean)", choices=POOLS, optional=True),
     Arg("merge_kernel", "int", None, "merge smoothing kernel k (default 5)", minimum=1, optional=True),
     Arg("merge_prefix", "int", None, "merge prefix / sink columns p (default 1)", minimum=1, optional=True),
+    Arg(
+        "routing",
+        "str",
+        None,
+        "routing.yaml (lmms-futuremask select): a variant per task; tasks not listed run mode/merge",
+        optional=True,
+    ),
     Arg("dtype", "choice", "auto", "weights dtype", choices=DTYPE_NAMES),
     Arg(
         "autocast",

@@ -63,6 +63,7 @@ class Request:
     data: Any = None
     n_images: int = 0  # placeholders visible in ``context`` (for the length estimate; images are not opened)
     settings: GenerationSettings | None = None
+    variant: tuple[str, str] | None = None  # (mode, merge) of a routed task; None: the model's own
 
     @property
     def where(self) -> str:
@@ -204,22 +205,25 @@ class Runner:
             return None
         if request.settings is not None and request.settings.do_sample:
             return None
-        return request_key(request.kind, request.task, request.doc_id, request.context, request.options, request.data)
+        options = request.options if request.variant is None else [request.options, list(request.variant)]
+        return request_key(request.kind, request.task, request.doc_id, request.context, options, request.data)
 
     def _batches(self, indices: list[int], requests: list[Request]) -> Iterator[list[int]]:
-        """Requests that share generation settings, longest first, ``batch_size`` at a time."""
-        groups: dict[str, list[int]] = {}
+        """Requests that share generation settings and variant, longest first, ``batch_size`` at a time."""
+        groups: dict[tuple[str, Any], list[int]] = {}
         for index in indices:
-            groups.setdefault(repr(requests[index].settings), []).append(index)
+            groups.setdefault((repr(requests[index].settings), requests[index].variant), []).append(index)
         for group in groups.values():
             ordered = sorted(group, key=lambda i: -self.vlm.estimated_length(requests[i].context, requests[i].n_images))
             for start in range(0, len(ordered), self.batch_size):
                 yield ordered[start : start + self.batch_size]
 
     def _generate_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[Generation]:
+        self.vlm.use_variant(first.variant)
         return self.vlm.generate_batch([sample for sample, _ in loaded], first.settings)
 
-    def _score_batch(self, loaded: list[tuple[Sample, Any]], _first: Request) -> list[tuple[float, bool]]:
+    def _score_batch(self, loaded: list[tuple[Sample, Any]], first: Request) -> list[tuple[float, bool]]:
+        self.vlm.use_variant(first.variant)
         scores = self.vlm.score_batch([sample for sample, _ in loaded], [c for _, c in loaded])
         return [(score.logprob, score.is_greedy) for score in scores]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria
 
-from ..attention.integration import enable
+from ..attention.integration import disable, enable, enabled_settings
 from .continuation import ContinuationScore, score_continuations
 from .prompting import (
     DEFAULT_CONV_TEMPLATE,
@@ -231,6 +231,10 @@ class VLM:
         self.system = system
         self.multimodal_rope = uses_multimodal_rope(model)
         self._image_costs: dict[tuple[int, int], int] = {}
+        #: How the model was enabled (restored after a routed batch; None: not enabled) and the variant in force
+        #: (None: that one). See :meth:`use_variant`.
+        self._own_settings = enabled_settings(model)
+        self._variant: tuple[str, str] | None = None
         #: Held for tokenizer and processor work (fast tokenizers refuse concurrent use while one call changes
         #: their padding settings): the runner's loading thread and the model's thread take turns on the host side;
         #: the model itself runs without it.
@@ -273,6 +277,25 @@ class VLM:
             pretrained, revision=revision, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
         )
         return cls(model, processor, conv_template=conv_template, autocast=autocast, system=system)
+
+    def use_variant(self, variant: tuple[str, str] | None) -> None:
+        """Prefill the next batches under ``variant`` (``(mode, merge)``; None: as the model was enabled when this
+        VLM was built), re-enabling the model only when it changes. Routed runs call it before each batch; a merge
+        variant keeps the merge knobs the model was enabled with, if it was enabled with a merge."""
+        if variant == self._variant:
+            return
+        own = self._own_settings
+        if variant is None:
+            if own is None:
+                disable(self.model)
+            else:
+                enable(self.model, **own)
+        else:
+            options = {} if own is None else {"visual_token_ids": own["visual_token_ids"]}
+            if variant[1] == "kernel" and own is not None and own["merge"] == "kernel":
+                options |= {k: v for k, v in own.items() if k.startswith("merge_")}
+            enable(self.model, *variant, **options)
+        self._variant = variant
 
     @property
     def device(self) -> torch.device:
