@@ -153,7 +153,7 @@ class FutureMaskLMM(lmms):
             batch_size=args["batch_size"],
             on_error=args["on_error"],
             answer_cache=cache,
-            prefetch=args["prefetch"],
+            prefetch=args["prefetch"] if args["prefetch"] is not None else int(self.vlm.device.type != "cpu"),
             label=self.NAME,
             show_progress=self._rank == 0,
         )

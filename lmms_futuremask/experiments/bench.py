@@ -139,7 +139,8 @@ def make_inputs(batch: int, n_images: int, text_tokens: int, device: str, dtype:
 @dataclass
 class BenchRow:
     """One variant's figures at one shape (images per prompt, batch size): medians over the rounds, and the
-    median, lowest and highest of its per-round ratios to ``original``."""
+    median, lowest and highest of its per-round ratios to ``original``, in wall time and (on the CPU) in this
+    process's CPU time, which time stolen by other jobs on a shared machine does not inflate."""
 
     variant: str
     images: int
@@ -156,6 +157,14 @@ class BenchRow:
     decode_x_high: float
     tokens_per_s: float
     peak_mem_gib: float | None
+    attention_ms: float = 0.0
+    attention_extra: float = 0.0
+    prefill_cpu_x: float | None = None
+    prefill_cpu_x_low: float | None = None
+    prefill_cpu_x_high: float | None = None
+    decode_cpu_x: float | None = None
+    decode_cpu_x_low: float | None = None
+    decode_cpu_x_high: float | None = None
 
 
 def _sync(device: str) -> None:
@@ -168,6 +177,33 @@ class _Timing:
     prefill_s: float
     decode_s: float
     peak_gib: float | None
+    prefill_cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    attention_s: float = 0.0  # of the prefill, in the decoder's self-attention modules
+
+
+class _AttentionClock:
+    """Wall time spent inside the decoder layers' self-attention modules (projections included: the same for every
+    variant, so the difference between variants is the mask's, merge's or segments' own cost)."""
+
+    def __init__(self, model, device: str) -> None:
+        self.device, self.seconds, self._start, self._handles = device, 0.0, 0.0, []
+        for layer in model.get_decoder().layers:
+            self._handles.append(layer.self_attn.register_forward_pre_hook(self._enter))
+            self._handles.append(layer.self_attn.register_forward_hook(self._leave))
+
+    def _enter(self, *_args) -> None:
+        _sync(self.device)
+        self._start = time.perf_counter()
+
+    def _leave(self, *_args) -> None:
+        _sync(self.device)
+        self.seconds += time.perf_counter() - self._start
+
+    def stop(self) -> float:
+        for handle in self._handles:
+            handle.remove()
+        return self.seconds
 
 
 @torch.inference_mode()
@@ -178,22 +214,29 @@ def time_variant(model, variant: str, inputs: dict, new_tokens: int, device: str
     enable(model, *parse_variant(variant))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    clock = _AttentionClock(model, device)
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = model(**inputs, use_cache=True, logits_to_keep=1)
     _sync(device)
-    prefill_s = time.perf_counter() - start
+    prefill_s, prefill_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    attention_s = clock.stop()
     cache, token, mask = out.past_key_values, out.logits[:, -1:].argmax(-1), inputs["attention_mask"]
     del out
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(new_tokens):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         step = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
         cache, token = step.past_key_values, step.logits[:, -1:].argmax(-1)
     _sync(device)
-    decode_s = time.perf_counter() - start
+    decode_s, decode_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    return _Timing(prefill_s, decode_s, peak)
+    return _Timing(prefill_s, decode_s, peak, prefill_cpu_s, decode_cpu_s, attention_s)
+
+
+def _spread(ratios: list[float]) -> tuple[float, float, float]:
+    """``(median, lowest, highest)`` of per-round ratios."""
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def bench_shape(
@@ -210,10 +253,20 @@ def bench_shape(
     batch, length = inputs["input_ids"].shape
     rows = []
     for variant, runs in timings.items():
-        prefill_x = [t.prefill_s / b.prefill_s for t, b in zip(runs, base, strict=True)]
-        decode_x = [t.decode_s / b.decode_s for t, b in zip(runs, base, strict=True)]
+        pairs = list(zip(runs, base, strict=True))
+        prefill_x = _spread([t.prefill_s / b.prefill_s for t, b in pairs])
+        decode_x = _spread([t.decode_s / b.decode_s for t, b in pairs])
+        cpu: dict[str, float] = {}
+        if not device.startswith("cuda"):  # a GPU run's CPU time is the host waiting
+            for name, values in (
+                ("prefill_cpu_x", _spread([t.prefill_cpu_s / b.prefill_cpu_s for t, b in pairs])),
+                ("decode_cpu_x", _spread([t.decode_cpu_s / b.decode_cpu_s for t, b in pairs])),
+            ):
+                cpu |= {name: values[0], f"{name}_low": values[1], f"{name}_high": values[2]}
         prefill_s = statistics.median(t.prefill_s for t in runs)
         decode_s = statistics.median(t.decode_s for t in runs)
+        # The attention's extra time in each round, over that round's whole original prefill.
+        extra = statistics.median((t.attention_s - b.attention_s) / b.prefill_s for t, b in pairs)
         peaks = [t.peak_gib for t in runs if t.peak_gib is not None]
         rows.append(
             BenchRow(
@@ -223,15 +276,18 @@ def bench_shape(
                 prompt_tokens=length,
                 rounds=rounds,
                 prefill_ms=prefill_s * 1000,
-                prefill_x=statistics.median(prefill_x),
-                prefill_x_low=min(prefill_x),
-                prefill_x_high=max(prefill_x),
+                prefill_x=prefill_x[0],
+                prefill_x_low=prefill_x[1],
+                prefill_x_high=prefill_x[2],
                 decode_ms_per_token=decode_s * 1000 / new_tokens,
-                decode_x=statistics.median(decode_x),
-                decode_x_low=min(decode_x),
-                decode_x_high=max(decode_x),
+                decode_x=decode_x[0],
+                decode_x_low=decode_x[1],
+                decode_x_high=decode_x[2],
                 tokens_per_s=batch * new_tokens / (prefill_s + decode_s),
                 peak_mem_gib=max(peaks) if peaks else None,
+                attention_ms=statistics.median(t.attention_s for t in runs) * 1000,
+                attention_extra=extra,
+                **cpu,
             )
         )
     return rows
@@ -282,25 +338,30 @@ def run_bench(
     return rows, sum(p.numel() * p.element_size() for p in decoder_params)
 
 
-def _ratio(median: float, low: float, high: float) -> str:
-    return f"{median:.3f} ({low:.2f}-{high:.2f})"
+def _ratio(median: float | None, low: float | None, high: float | None) -> str:
+    return "n/a" if median is None else f"{median:.3f} ({low:.2f}-{high:.2f})"
 
 
 def format_rows(rows: list[BenchRow], header: bool = True) -> str:
-    """Markdown rows: medians, and ratios to ``original`` as the median (lowest-highest) of the per-round ratios."""
+    """Markdown rows: medians, and ratios to ``original`` as the median (lowest-highest) of the per-round ratios, in
+    wall time and in CPU time (CPU runs)."""
     lines = []
     if header:
         lines += [
-            "| variant | images | batch | prompt tokens | prefill ms | prefill x orig | decode ms/token "
-            "| decode x orig | tokens/s | peak GiB |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| variant | images | batch | prompt tokens | prefill ms | prefill x orig (wall) "
+            "| prefill x orig (CPU time) | attention ms | attention extra / prefill | decode ms/token "
+            "| decode x orig (wall) | decode x orig (CPU time) | tokens/s | peak GiB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for r in rows:
         peak = "n/a" if r.peak_mem_gib is None else f"{r.peak_mem_gib:.1f}"
         lines.append(
             f"| {r.variant} | {r.images} | {r.batch} | {r.prompt_tokens} | {r.prefill_ms:.1f} | "
-            f"{_ratio(r.prefill_x, r.prefill_x_low, r.prefill_x_high)} | {r.decode_ms_per_token:.2f} | "
-            f"{_ratio(r.decode_x, r.decode_x_low, r.decode_x_high)} | {r.tokens_per_s:.1f} | {peak} |"
+            f"{_ratio(r.prefill_x, r.prefill_x_low, r.prefill_x_high)} | "
+            f"{_ratio(r.prefill_cpu_x, r.prefill_cpu_x_low, r.prefill_cpu_x_high)} | {r.attention_ms:.1f} | "
+            f"{r.attention_extra:+.1%} | {r.decode_ms_per_token:.2f} | "
+            f"{_ratio(r.decode_x, r.decode_x_low, r.decode_x_high)} | "
+            f"{_ratio(r.decode_cpu_x, r.decode_cpu_x_low, r.decode_cpu_x_high)} | {r.tokens_per_s:.1f} | {peak} |"
         )
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """The main job on the embedded default: the tiny checkpoint and synthetic data through the real lmms-eval CLI,
-one run per variant, then the report (table, significance, pictures). Nothing is downloaded."""
+one run per variant, then the report (table, significance, pictures) and the task-adaptive selection (held-out
+estimate, routing file). Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from ..attention.variants import variant_model_args
 from .evalrun import OFFLINE_ENV, run_lmms_eval
 from .report import write_report
+from .selection import write_selection
 
 
 def run_demo(
@@ -44,6 +46,9 @@ def run_demo(
         except RuntimeError as error:
             print(f"[demo] {variant}: {error}", file=sys.stderr)
             return 1
-    print(write_report([out / "results" / v for v in variants], out / "report"))
+    folders = [out / "results" / v for v in variants]
+    print(write_report(folders, out / "report"))
+    if "original" in variants and len(variants) > 1:
+        print(write_selection(folders, out / "select"))
     print("Scores of a tiny random model on synthetic data: the pipeline is real, the numbers mean nothing.")
     return 0

@@ -100,6 +100,7 @@ class Selection:
     rows: list[Row]
     routing: dict[str, str]  # task -> variant chosen on all samples
     folders: list[str]
+    left_out: list[str]  # tasks some variant did not score (per sample), not selected
 
 
 def _tables(runs: list[Run]) -> dict[str, dict[str, np.ndarray]]:
@@ -162,7 +163,10 @@ def build_selection(
         )
     rows += _group_rows(tables, held_out, best_single, rows)
     routing = {row.name: row.oracle_variant for row in rows if row.kind == "task"}
-    return Selection(runs[0].model, order, best_single, folds, seed, rows, routing, [str(r.folder) for r in runs])
+    scored = {t for r in runs for t in r.samples if t not in GROUPS}
+    left_out = sorted(scored - set(tables), key=task_order)
+    folders = [str(r.folder) for r in runs]
+    return Selection(runs[0].model, order, best_single, folds, seed, rows, routing, folders, left_out)
 
 
 def _group_rows(tables, held_out, best_single: str, task_rows: list[Row]) -> list[Row]:
@@ -233,6 +237,8 @@ def format_markdown(selection: Selection) -> str:
             f"| {name} | {row.samples} | {_chosen_text(row)} | {row.routed:.4f} | {row.original:.4f} | "
             f"{_interval(row.vs_original)} | {row.best_single:.4f} | {_interval(row.vs_best)} | {oracle} |"
         )
+    if selection.left_out:
+        lines += ["", f"Left out (not scored per sample by every variant): {', '.join(selection.left_out)}."]
     lines += [
         "",
         "How to read it: the routing's gain is real where the held-out interval excludes 0. The oracle column "

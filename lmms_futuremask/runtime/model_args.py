@@ -100,9 +100,11 @@ COMMON_ARGS: dict[str, Arg] = _args(
     Arg(
         "prefetch",
         "int",
-        1,
-        "batches whose images are loaded ahead, in a thread, while the model runs (0: off)",
+        None,
+        "batches whose images are loaded ahead, in a thread, while the model runs (0: off; default 1 on a GPU, 0 "
+        "on the CPU, where the model already uses every core)",
         minimum=0,
+        optional=True,
     ),
     Arg("answer_cache", "str", None, "folder of the per-sample answer cache (resume)", optional=True),
     Arg(

@@ -47,6 +47,7 @@ def test_bench_smoke_on_the_cpu(tmp_path, capsys):
     for row in rows:
         assert int(row["prompt_tokens"]) == 1 + 200 + 2 * 576 and row["rounds"] == "2"
         assert float(row["prefill_ms"]) > 0 and float(row["decode_ms_per_token"]) > 0 and float(row["tokens_per_s"]) > 0
+        assert 0 < float(row["attention_ms"]) < float(row["prefill_ms"])
         low, mid, high = (float(row[f"decode_x{s}"]) for s in ("_low", "", "_high"))
         assert 0 < low <= mid <= high
         if row["variant"] == "original":
@@ -64,7 +65,8 @@ def test_bench_interleaves_variants_and_rotates_their_order(monkeypatch):
 
     def fake(model, variant, inputs, new_tokens, device):
         calls.append((variant, new_tokens))
-        return bench._Timing(prefill_s=2.0 if variant == "original" else 3.0, decode_s=1.0, peak_gib=None)
+        slow = variant != "original"
+        return bench._Timing(2.0 + slow, 1.0, None, 4.0, 2.0 + 2 * slow, attention_s=0.5 + 0.2 * slow)
 
     monkeypatch.setattr(bench, "time_variant", fake)
     inputs = bench.make_inputs(1, 1, 10, "cpu", torch.float32)
@@ -73,6 +75,8 @@ def test_bench_interleaves_variants_and_rotates_their_order(monkeypatch):
     assert timed == ["original", "a", "b", "a", "b", "original", "b", "original", "a"]
     assert [n for _v, n in calls[:3]] == [2, 2, 2]  # the warm-up round
     assert [(r.variant, r.prefill_x, r.decode_x) for r in rows] == [("original", 1, 1), ("a", 1.5, 1), ("b", 1.5, 1)]
+    assert [(r.prefill_cpu_x, r.decode_cpu_x) for r in rows] == [(1, 1), (1, 2), (1, 2)]  # CPU time, its own ratios
+    assert [r.attention_extra for r in rows] == pytest.approx([0, 0.1, 0.1])  # 0.2 s more attention / 2 s prefill
 
 
 def test_bench_inputs_interleave_text_and_images():

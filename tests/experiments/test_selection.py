@@ -10,7 +10,7 @@ import pytest
 
 from lmms_futuremask.cli import main
 from lmms_futuremask.experiments.runs import load_run
-from lmms_futuremask.experiments.selection import build_selection, choose, cross_fit, fold_of
+from lmms_futuremask.experiments.selection import build_selection, choose, cross_fit, fold_of, format_markdown
 from lmms_futuremask.experiments.stats import paired_bootstrap_ci
 from lmms_futuremask.runtime.routing import load_routing, write_routing
 from lmms_futuremask.validation import UserError
@@ -155,6 +155,14 @@ def test_ties_route_to_original(tmp_path):
     runs = [load_run(f) for f in sweep(tmp_path, ("original", "future_v2v"))]
     selection = build_selection(runs)
     assert selection.routing[TASK_A] == "original"  # future_v2v equals original there: no reason to switch
+
+
+def test_a_task_not_every_variant_scored_is_left_out_and_said_so(tmp_path):
+    original = write_run(tmp_path / "o", SCORES["original"])
+    future = write_run(tmp_path / "f", {TASK_A: SCORES["future"][TASK_A]}, mode="future")
+    selection = build_selection([load_run(original), load_run(future)])
+    assert [row.name for row in selection.rows] == [TASK_A] and selection.left_out == [TASK_B]
+    assert f"Left out (not scored per sample by every variant): {TASK_B}" in format_markdown(selection)
 
 
 def test_selection_refuses_what_it_cannot_answer_honestly(tmp_path):

@@ -70,6 +70,7 @@ def test_lmms_eval_cli_runs_every_mode_on_the_sample_task(tmp_path):
         answers = [json.loads(line)["filtered_resps"][0] for line in samples[0].read_text().splitlines()]
         assert len(answers) == 5 and not any(a.startswith("[futuremask-error]") for a in answers)
     assert "| mma |" in done.stdout
+    assert "oracle (optimistic)" in done.stdout and (tmp_path / "select" / "routing.yaml").is_file()
 
 
 def _answers(output_path: Path) -> dict[tuple[str, int], object]:
