@@ -217,6 +217,18 @@ def cmd_bench_loading(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_model_args(parser: argparse.ArgumentParser, archs) -> None:
+    """The random-weight model and device options both benchmarks take."""
+    parser.add_argument("--arch", default="tiny", choices=list(archs), help="random-weight model built from a config")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="decoder layers to build (default: the architecture's); e.g. 2 for real widths on a CPU",
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
 def _subcommand(sub, name: str, summary: str, description: str, func) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
     parser.set_defaults(func=func)
@@ -375,13 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Times every variant on a random-weight LLaVA built from a config (no download); see docs/benchmarks.md.",
         cmd_bench,
     )
-    p.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
-    p.add_argument(
-        "--layers",
-        type=int,
-        default=None,
-        help="decoder layers to build (default: the architecture's); e.g. 2 for real widths on a CPU",
-    )
+    _bench_model_args(p, ARCHS)
     p.add_argument(
         "--vision",
         default="auto",
@@ -396,7 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repeats", type=int, default=3, help="interleaved rounds (every variant once each), after a warm-up round"
     )
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument(
         "--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], help="backend"
@@ -411,15 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline, a random-weight model) with prefetch=0 and prefetch=N, interleaved; see docs/benchmarks.md.",
         cmd_bench_loading,
     )
-    p.add_argument("--arch", default="tiny", choices=list(ARCHS), help="random-weight model built from a config")
-    p.add_argument("--layers", type=int, default=None, help="decoder layers to build (default: the architecture's)")
+    _bench_model_args(p, ARCHS)
     p.add_argument("--samples", type=int, default=16, help="samples of 7 images each")
     p.add_argument("--image-size", default="800x600", help="WIDTHxHEIGHT of the synthetic images")
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per sample")
     p.add_argument("--prefetch", type=int, default=1, help="batches loaded ahead in the prefetching runs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of both settings")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", default=None, help="also write the table (with machine and command) to this file")
 
     p = _subcommand(

@@ -8,7 +8,9 @@ model and which MileBench protocol it applies.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from lmms_eval import utils
@@ -89,26 +91,33 @@ def _system_instruction(context: str, doc: dict[str, Any], where: str) -> str | 
     )
 
 
-def is_known_task(name: str) -> bool:
-    """Whether lmms-eval can run a task of this name: ours from the catalog, any other from the task index of the
-    lmms-eval run creating this model (its ``--include_path`` folders included), else lmms-eval's own index."""
+def known_tasks_check() -> Callable[[str], bool]:
+    """Whether lmms-eval can run a task of a given name: ours from the catalog, any other from the task index of
+    the lmms-eval run creating this model (its ``--include_path`` folders included), else lmms-eval's own index,
+    built at most once per check (only when a name is not ours)."""
     from lmms_futuremask.milebench.catalog import BY_TASK_NAME, TASK_FOLDER
 
-    if name.startswith("milebench"):  # our names: no need for lmms-eval's index
-        return name in BY_TASK_NAME
     manager = _evaluator_setting("task_manager")
-    if manager is None:
+
+    @functools.cache
+    def subtasks() -> frozenset[str]:
         from lmms_eval.tasks import TaskManager
 
-        manager = TaskManager(include_path=str(TASK_FOLDER))
-    return name in manager.all_subtasks
+        return frozenset((manager or TaskManager(include_path=str(TASK_FOLDER))).all_subtasks)
+
+    def is_known(name: str) -> bool:
+        if name.startswith("milebench"):  # our names: no need for lmms-eval's index
+            return name in BY_TASK_NAME
+        return name in subtasks()
+
+    return is_known
 
 
 def routing_of(args: dict[str, Any]) -> Routing | None:
     """The routing file of ``routing=`` checked (file, variants, tasks, the backend for each mode), or None."""
     if not args["routing"]:
         return None
-    routing = load_routing(args["routing"], is_known_task)
+    routing = load_routing(args["routing"], known_tasks_check())
     for mode, _merge in routing.tasks.values():
         check_backend(args["attn_implementation"], mode)
     logger.info(f"routing {routing.path}: {describe(routing)}; other tasks: mode={args['mode']} merge={args['merge']}")

@@ -300,6 +300,19 @@ def check_bench_variants(variants: tuple[str, ...]) -> tuple[str, ...]:
     return ("original", *(v for v in dict.fromkeys(variants) if v != "original"))
 
 
+def _machine_defaults(device: str | None, dtype: str = "auto", vision: str = "auto") -> tuple[str, torch.dtype, str]:
+    """``(device, torch dtype, vision tower)`` with the ``auto`` choices made: cuda if available; bf16 and the
+    architecture's tower on a GPU, fp32 and the small tower on the CPU."""
+    check_choice("vision", vision, ("auto", *VISION_TOWERS))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda")
+    if dtype == "auto":
+        dtype = "bfloat16" if on_gpu else "float32"
+    if vision == "auto":
+        vision = "full" if on_gpu else "small"
+    return device, getattr(torch, dtype), vision
+
+
 def run_bench(
     arch: str = "tiny",
     variants: tuple[str, ...] = BENCH_VARIANTS,
@@ -319,13 +332,7 @@ def run_bench(
     variants = check_bench_variants(variants)
     if new_tokens < 1 or repeats < 1 or (layers is not None and layers < 1):
         raise ValueError("new_tokens, repeats and layers must be >= 1")
-    check_choice("vision", vision, ("auto", *VISION_TOWERS))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if vision == "auto":
-        vision = "full" if device.startswith("cuda") else "small"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    torch_dtype = getattr(torch, dtype)
+    device, torch_dtype, vision = _machine_defaults(device, dtype, vision)
     model = build_model(arch, torch_dtype, device, attn_implementation, layers=layers, vision=vision)
     rows: list[BenchRow] = []
     for n_images in images:
@@ -510,8 +517,7 @@ def loading_bench(
     from ..runtime.vlm import VLM, GenerationSettings
     from ..testing.tiny import build_tokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    device, dtype, vision = _machine_defaults(device)
     tokenizer = build_tokenizer()
     image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     processor = LlavaProcessor(
@@ -522,7 +528,6 @@ def loading_bench(
         num_additional_image_tokens=1,
     )
     image_id = tokenizer.convert_tokens_to_ids("<image>")
-    vision = "full" if device.startswith("cuda") else "small"
     model = build_model(
         arch, dtype, device, layers=layers, vision=vision, vocab_size=len(tokenizer), image_token_id=image_id
     )

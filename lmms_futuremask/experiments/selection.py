@@ -41,7 +41,11 @@ FOLD_SEED = 0
 def choose(table: dict[str, np.ndarray], order: list[str], rows: np.ndarray | None = None) -> str:
     """The variant with the highest mean score over ``rows`` (all samples if None); ties go to the earliest in
     ``order``. ``table``: variant -> per-sample scores, aligned across variants."""
-    means = {v: float(table[v].mean() if rows is None else table[v][rows].mean()) for v in order}
+    return _first_best({v: float(table[v].mean() if rows is None else table[v][rows].mean()) for v in order}, order)
+
+
+def _first_best(means: dict[str, float], order: list[str]) -> str:
+    """The earliest variant in ``order`` whose mean is the highest (to rounding)."""
     best = max(means.values())
     return next(v for v in order if means[v] >= best - 1e-12)
 
@@ -140,7 +144,7 @@ def build_selection(
     if small:
         raise UserError(f"fewer samples than --folds {folds} in: {', '.join(small)}; lower --folds or add samples")
     macro = {v: float(np.mean([t[v].mean() for t in tables.values()])) for v in order}
-    best_single = next(v for v in order if macro[v] >= max(macro.values()) - 1e-12)
+    best_single = _first_best(macro, order)
     rows, held_out = [], {}
     for task, table in tables.items():
         chosen, routed = cross_fit(table, order, folds, seed)

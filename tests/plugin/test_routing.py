@@ -52,7 +52,8 @@ def test_a_routed_model_switches_modes_between_batches_only(tiny_model_dir, tmp_
         return real(self, samples, settings)
 
     monkeypatch.setattr(VLM, "generate_batch", spy)
-    monkeypatch.setattr("lmms_futuremask.model_wrappers.base.is_known_task", lambda task: task in ("toy", "other"))
+    check = lambda: lambda task: task in ("toy", "other")  # noqa: E731
+    monkeypatch.setattr("lmms_futuremask.model_wrappers.base.known_tasks_check", check)
     routing = write_routing(tmp_path / "r.yaml", {"toy": "future"}, "test")
     model = make_model(tiny_model_dir, routing=routing, batch_size=2)
     model.task_dict["other"] = model.task_dict["toy"]
