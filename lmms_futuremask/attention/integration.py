@@ -244,7 +244,8 @@ class _PrefillHooks:
         """Top-level pre-hook: record the prompt's visual positions for the decoder call that follows."""
         state = self.state
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        has_pixels = any(k.startswith("pixel_values") and v is not None for k, v in kwargs.items())
+        # pixel_values, pixel_values_videos, Phi-4-multimodal's image_pixel_values, ...
+        has_pixels = any("pixel_values" in k and v is not None for k, v in kwargs.items())
         if input_ids is None:
             state.pending = None
             if has_pixels:
@@ -320,6 +321,8 @@ def enable(
     check_mode(mode)
     settings = merge_settings(merge, mode, merge_options)
     decoder = find_decoder(model)
+    if visual_token_ids is not None and not tuple(visual_token_ids):
+        raise ValueError("visual_token_ids=() names no token; give the ids of the visual positions, or None")
     ids = tuple(visual_token_ids) if visual_token_ids is not None else visual_token_ids_of(model.config)
     if not ids:
         raise ValueError(

@@ -20,7 +20,7 @@ import lmms_futuremask as fm
 from lmms_futuremask.attention.integration import find_decoder
 from lmms_futuremask.attention.masks import FUTURE_MODES
 from lmms_futuremask.attention.merge import MergeSettings
-from lmms_futuremask.testing.vlms import FAMILY_MODULES, processor_inputs, tiny_vlm
+from lmms_futuremask.testing.vlms import FAMILY_MODULES, processor_inputs, sample_images, tiny_vlm
 
 from ..references import OPENS, merge_reference
 
@@ -238,6 +238,22 @@ def test_static_cache_gives_the_dynamic_caches_tokens(name):
         assert not torch.allclose(static.scores[0], stock.scores[0], atol=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gemma3", "aya_vision", "llama4", "qwen2_vl"])
+@pytest.mark.parametrize(("backend", "merge"), [("eager", "none"), ("sdpa", "kernel")])
+def test_static_cache_on_per_layer_mask_dicts(name, backend, merge):
+    """Families whose generate hands the decoder a dict of masks (one per layer type): the static cache gives the
+    dynamic cache's tokens on eager too, and under merge=kernel."""
+    model, _ = fresh(name, backend)
+    fm.enable(model, "future_v2v", merge=merge)
+    inputs = inputs_of(name, (2, 1))
+    new = {"do_sample": False, "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    with torch.inference_mode():
+        dynamic = model.generate(**inputs, **new)
+        static = model.generate(**inputs, **new, cache_implementation="static")
+    assert torch.equal(static, dynamic)
+
+
 @pytest.mark.parametrize("name", ["gemma3", "paligemma"])
 def test_causal_removes_the_bidirectional_blocks(name):
     """Gemma 3's image blocks and PaliGemma's prefix come from token_type_ids: without them the stock model is
@@ -271,13 +287,77 @@ def test_a_prefill_the_mode_never_reached_raises(monkeypatch):
         model(**inputs_of("qwen2_vl"))
 
 
-def test_images_the_decoder_never_saw_raise():
-    model, _ = fresh("llava", "sdpa")
+@pytest.mark.parametrize("name", ["llava", pytest.param("phi4_multimodal", marks=pytest.mark.slow)])
+def test_images_the_decoder_never_saw_raise(name):
+    """Phi-4-multimodal passes its images as ``image_pixel_values``: they count as pixels too."""
+    model, _ = fresh(name, "sdpa")
     fm.enable(model, "future")
     model._futuremask.handles[2].remove()  # the decoder's hook never fires
     with pytest.raises(RuntimeError, match="was never called with it: the future mask was not applied"):
         with torch.inference_mode():
-            model(**inputs_of("llava"))
+            model(**inputs_of(name, (1,)))
+
+
+def video_inputs(name):
+    """A prompt with one 4-frame video (the model's video placeholder expanded by its processor), float32."""
+    _, processor = _built(name)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happened next?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    batch = processor(text=[text], videos=[sample_images(4, 48, 0)], return_tensors="pt", padding=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["future_v2v", "mma"])
+def test_video_frames_are_visual_positions(mode, attention_backend):
+    """LLaVA-NeXT-Video: the video's frame tokens take the mode like image tokens (prefill against the recorded
+    native masks plus the mode, on sdpa and eager), and greedy generate is that prefill then stock decode."""
+    name = "llava_next_video"
+    inputs = video_inputs(name)
+    assert "pixel_values_videos" in inputs
+    _, processor = _built(name)
+    assert visual_positions(name, processor, inputs["input_ids"]).sum() > 0
+    expected = reference_run(name, inputs, mode, attention_backend)
+    stock, _ = fresh(name, "sdpa")
+    with torch.inference_mode():
+        assert not torch.allclose(stock(**inputs).logits, expected, atol=1e-4)  # guard: the mode mattered
+    for backend in ("sdpa", "eager"):
+        model, _ = fresh(name, backend)
+        fm.enable(model, mode)
+        with torch.inference_mode():
+            torch.testing.assert_close(model(**inputs).logits, expected, atol=5e-5, rtol=1e-4)
+    new = {"do_sample": False, "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    with torch.inference_mode():
+        got = model.generate(**inputs, **new)[:, inputs["input_ids"].shape[1] :]
+    assert got.tolist() == reference_run(name, inputs, mode, attention_backend, generate=True).tolist()
+
+
+@pytest.mark.slow
+def test_visual_token_ids_override_what_counts_as_visual(attention_backend):
+    """``visual_token_ids`` replaces the config's ids: Qwen2-VL with its ``<|vision_start|>`` marker counted as
+    visual equals the reference built with that marker visual; the config's own id alone is the default."""
+    name = "qwen2_vl"
+    inputs = inputs_of(name)
+    _, processor = _built(name)
+    pad, start = (processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>"))
+
+    def logits(**options):
+        model, _ = fresh(name, "sdpa")
+        fm.enable(model, "future", **options)
+        with torch.inference_mode():
+            return model(**inputs).logits
+
+    default, overridden = logits(), logits(visual_token_ids=(pad, start))
+    assert torch.equal(logits(visual_token_ids=(pad,)), default)
+    is_visual = torch.isin(inputs["input_ids"], torch.tensor([pad, start]))
+    real = inputs["attention_mask"].bool()
+    masks = [write_mode(m, is_visual, real, "future") for m in stock_masks(name, inputs, attention_backend)]
+    reference, _ = fresh(name, attention_backend(explicit_masks(masks)))
+    with torch.inference_mode():
+        torch.testing.assert_close(overridden, reference(**inputs).logits, atol=5e-5, rtol=1e-4)
+    assert not torch.allclose(overridden, default, atol=1e-4)  # guard: the marker changed the mask
+    with pytest.raises(ValueError, match="visual_token_ids=\\(\\) names no token"):
+        fm.enable(fresh(name, "sdpa")[0], "future", visual_token_ids=())
 
 
 @pytest.mark.parametrize("name", ["mistral3", "aya_vision", "qwen2_vl"])
@@ -303,13 +383,15 @@ def test_flash_attention_by_segments_keeps_each_layers_window(name, monkeypatch)
 
 
 @pytest.mark.slow
-def test_flex_attention_keeps_windows_and_image_blocks(fresh_compiler):
-    """Gemma 3 on flex_attention (a BlockMask per layer type: sliding and full, with image blocks)."""
-    inputs = inputs_of("gemma3", (2,))
+@pytest.mark.parametrize(("name", "mode"), [("gemma3", "future_v2v"), ("llama4", "future_v2t"), ("aya_vision", "mma")])
+def test_flex_attention_keeps_windows_and_image_blocks(name, mode, fresh_compiler):
+    """flex_attention (a BlockMask per layer type): Gemma 3's sliding and full layers with image blocks, Llama 4's
+    chunked layers, Aya Vision's sliding layers."""
+    inputs = inputs_of(name, (2,))
     logits = {}
     for backend in ("sdpa", "flex_attention"):
-        model, _ = fresh("gemma3", backend)
-        fm.enable(model, "future_v2v")
+        model, _ = fresh(name, backend)
+        fm.enable(model, mode)
         with torch.inference_mode():
             logits[backend] = model(**inputs).logits
     torch.testing.assert_close(logits["flex_attention"], logits["sdpa"], atol=5e-5, rtol=1e-4)
