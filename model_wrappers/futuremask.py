@@ -35,6 +35,7 @@ class FutureMask(FutureMaskLMM):
             system=args["system_prompt"],
             processor_kwargs=processor_kwargs,
             visual_token_ids=args["visual_token_ids"],
+            needs_video=args["frames_as_video"],
         )
 
     def protocol(self, args: dict[str, Any]) -> ChatProtocol:

@@ -80,14 +80,16 @@ def chat_messages(
 ) -> list[dict]:
     """The chat messages of one sample: a user turn with its text and image parts in order (see the module doc).
 
-    With ``video`` the sample's images are the frames of one video, placed where the first image goes.
+    With ``video`` the sample's images are the frames of one video, placed where the first image goes; the
+    whitespace that separated the frames' placeholders goes with them (text between them stays).
     """
     pieces = place_images(context, n_images, where).split(IMAGE_PLACEHOLDER)
     content: list[dict] = []
     for index, piece in enumerate(pieces):
         if index and not (video and index > 1):
             content.append({"type": "video" if video else "image"})
-        if piece:
+        between_frames = video and 0 < index < len(pieces) - 1
+        if piece and not (between_frames and not piece.strip()):
             content.append({"type": "text", "text": piece})
     messages = [{"role": "user", "content": content}]
     if system:

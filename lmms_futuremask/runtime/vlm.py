@@ -204,6 +204,11 @@ def uses_multimodal_rope(model: Any) -> bool:
     return any(hasattr(m, "get_rope_index") for m in (model, getattr(model, "model", None)) if m is not None)
 
 
+def takes_video(processor: Any) -> bool:
+    """Whether a processor takes ``videos=`` (it has a video processor); others ignore the argument silently."""
+    return getattr(processor, "video_processor", None) is not None
+
+
 class VLM:
     """A VLM, its processor and how prompts are rendered, with the mode already enabled.
 
@@ -257,11 +262,23 @@ class VLM:
         system: str | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         visual_token_ids: tuple[int, ...] | None = None,
+        needs_video: bool = False,
         **merge_options: Any,
     ) -> VLM:
-        """Load model and processor, move the model to ``device`` (unless ``device_map``) and enable the mode."""
+        """Load processor and model, move the model to ``device`` (unless ``device_map``) and enable the mode.
+        ``needs_video``: refuse (before the weights load) a processor that takes no video."""
         from transformers import AutoProcessor
 
+        processor = AutoProcessor.from_pretrained(
+            pretrained, revision=revision, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
+        )
+        if needs_video and not takes_video(processor):
+            from .model_args import ModelArgsError
+
+            raise ModelArgsError(
+                f"model_args: frames_as_video=true, but {pretrained}'s processor ({type(processor).__name__}) takes "
+                "no video; drop it, or use a video-capable model (Qwen-VL, LLaVA-OneVision, LLaVA-NeXT-Video, ...)"
+            )
         model = load_model(
             pretrained,
             revision=revision,
@@ -273,9 +290,6 @@ class VLM:
         if not device_map:
             model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         enable(model, mode, merge, visual_token_ids=visual_token_ids, **merge_options)
-        processor = AutoProcessor.from_pretrained(
-            pretrained, revision=revision, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
-        )
         return cls(model, processor, conv_template=conv_template, autocast=autocast, system=system)
 
     def use_variant(self, variant: tuple[str, str] | None) -> None:
@@ -307,6 +321,11 @@ class VLM:
         template = sample.conv_template or self.conv_template
         if template != CHAT_TEMPLATE:
             return render_prompt(sample.context, len(sample.images), template, sample.where)
+        if sample.video and not takes_video(self.processor):
+            raise ValueError(
+                f"{sample.where}: the sample is a video, which {type(self.processor).__name__} does not take "
+                "(its frames would be dropped silently); give this task to a video-capable model"
+            )
         system = sample.system or self.system
         messages = chat_messages(sample.context, len(sample.images), sample.where, sample.video, system)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -234,3 +234,106 @@ def test_original_through_futuremask_gives_the_stock_models_greedy_answers(check
             out = stock.model.generate(**inputs, do_sample=False, max_new_tokens=5)
         expected = stock.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert answer == expected
+
+
+# -- videos ------------------------------------------------------------------------------------------------------------
+
+
+def write_video(path, count=5, size=32):
+    """A short MPEG-4 file whose frames differ (PyAV)."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(count):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def video_request(path, question, doc_id=0):
+    from lmms_eval.api.instance import Instance
+
+    args = (question, {"max_new_tokens": 4, "until": []}, lambda doc: [str(path)], doc_id, "toy", "test")
+    return Instance("generate_until", args, idx=0, metadata={"task": "toy", "doc_id": doc_id, "repeats": 1})
+
+
+@pytest.mark.slow
+def test_a_video_reaches_a_video_model_as_one_video(tmp_path, checkpoints):
+    """Qwen2-VL, mode=original: the answer is the stock model's on the processor's video inputs, built here from
+    the file's frames decoded independently, with one video slot before the question."""
+    import av
+    from lmms_eval.models import get_model
+
+    from ..helpers import texts
+
+    video = write_video(tmp_path / "clip.mp4")
+    path = checkpoints["qwen2_vl"]
+    adapter = get_model("futuremask").create_from_arg_string(f"pretrained={path},device=cpu,video_frames=8", {})
+    adapter.task_dict = {"toy": {"test": [{}]}}
+    request = video_request(video, "What happens?")
+    (answer,) = texts(adapter.generate_until([request]))
+    assert not answer.startswith(ERROR_MARKER)
+    with av.open(str(video)) as container:
+        frames = [f.to_image().convert("RGB") for f in container.decode(video=0)]
+    assert len(frames) == 5  # fewer than video_frames: every frame is used
+    processor = adapter.vlm.processor
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "\nWhat happens?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert request.arguments[0] == prompt and prompt.count("<|video_pad|>") == 1  # the prompt the model was fed
+    inputs = processor(text=[prompt], videos=[frames], return_tensors="pt")
+    with torch.inference_mode():
+        out = adapter.vlm.model.generate(**inputs, do_sample=False, max_new_tokens=4)
+    assert answer == processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_a_video_for_a_model_without_video_fails_its_sample_and_frames_as_video_is_refused(
+    tmp_path, checkpoints, monkeypatch
+):
+    """Gemma 3's processor ignores ``videos=``: the sample fails, saying so (its frames are never dropped
+    silently), and frames_as_video=true is refused before the weights load."""
+    from lmms_eval.models import get_model
+
+    from lmms_futuremask.runtime import vlm as vlm_module
+    from lmms_futuremask.runtime.model_args import ModelArgsError
+
+    from ..helpers import texts
+
+    path = checkpoints["gemma3"]
+    adapter = get_model("futuremask").create_from_arg_string(f"pretrained={path},device=cpu", {})
+    adapter.task_dict = {"toy": {"test": [{}, {}]}}
+    video = write_video(tmp_path / "clip.mp4")
+    image = tmp_path / "image.png"
+    sample_images(1, 48)[0].save(image)
+    answers = texts(adapter.generate_until([video_request(video, "What happens?"), video_request(image, "And?", 1)]))
+    assert answers[0].startswith(ERROR_MARKER) and "does not take" in answers[0], answers
+    assert not answers[1].startswith(ERROR_MARKER)  # an image sample beside it is answered
+
+    def never(*args, **kwargs):
+        raise AssertionError("the weights loaded")
+
+    monkeypatch.setattr(vlm_module, "load_model", never)
+    with pytest.raises(ModelArgsError, match=r"frames_as_video=true, but .* takes no video"):
+        get_model("futuremask").create_from_arg_string(f"pretrained={path},device=cpu,frames_as_video=true", {})
+
+
+def test_frames_given_as_one_video_leave_no_stray_newlines():
+    """Three prepended images as one video: one video slot, then the question after a single newline, as one image
+    would be; text between interleaved frames stays."""
+    from lmms_futuremask.runtime.prompting import chat_messages
+
+    (turn,) = chat_messages("What happens?", 3, video=True)
+    assert turn["content"] == [{"type": "video"}, {"type": "text", "text": "\nWhat happens?"}]
+    (turn,) = chat_messages("First <image> then <image> so <image> end", 3, video=True)
+    texts_between = [part["text"] for part in turn["content"] if part["type"] == "text"]
+    assert texts_between == ["First ", " then ", " so ", " end"] and turn["content"][1] == {"type": "video"}
+    (turn,) = chat_messages("What happens?", 3)  # images keep one slot each
+    assert [part["type"] for part in turn["content"]] == ["image", "text", "image", "text", "image", "text"]
