@@ -27,6 +27,47 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Defaults shown after each help text; descriptions keep their line breaks."""
 
 
+# -- argument types: a bad value is argparse's one-line usage error (exit 2), never a traceback ---------------------
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(_count(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers >= 1") from None
+
+
+def _folder(text: str) -> str:
+    if Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder (it is created if missing)")
+    return text
+
+
+def _parts(text: str) -> tuple[int, ...]:
+    from .milebench.download import PARTS
+
+    numbers = [p.strip() for p in text.split(",")]
+    if not all(n.isdigit() and int(n) < len(PARTS) for n in numbers):
+        raise argparse.ArgumentTypeError(f"{text!r}: give part numbers 0-{len(PARTS) - 1}, comma-separated")
+    return tuple(int(n) for n in numbers)
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     """``tiny-model``: write a tiny checkpoint of one family."""
     from .testing.vlms import tiny_vlm, write_tiny_vlm
@@ -135,7 +176,7 @@ def cmd_download_milebench(args: argparse.Namespace) -> int:
     from .milebench.data import data_dir
     from .milebench.download import LICENSE_NOTE, PARTS, download_milebench
 
-    parts = PARTS if args.parts is None else tuple(PARTS[int(i)] for i in args.parts.split(","))
+    parts = PARTS if args.parts is None else tuple(PARTS[i] for i in args.parts)
     root = data_dir(args.dir)
     print(f"MileBench -> {root}. {LICENSE_NOTE}")
     checks = download_milebench(root, source=args.source, parts=parts, force=args.force, keep_archives=args.keep)
@@ -168,14 +209,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``bench``: time every variant and write the tables."""
     from .experiments.bench import format_rows, run_bench, write_outputs
 
-    def numbers(text: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in text.split(","))
-
     rows, weight_bytes = run_bench(
         arch=args.arch,
         variants=tuple(args.variants.split(",")),
-        images=numbers(args.images),
-        batches=numbers(args.batches),
+        images=args.images,
+        batches=args.batches,
         text_tokens=args.text_tokens,
         new_tokens=args.new_tokens,
         repeats=args.repeats,
@@ -283,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-args", required=True, help="lmms-eval model_args without mode/merge")
     p.add_argument("--out", default="runs/sweep", help="sweep folder: one subfolder per variant")
     p.add_argument(
-        "--progress-every", type=float, default=60.0, help="seconds between progress lines of a running variant"
+        "--progress-every",
+        type=_positive_seconds,
+        default=60.0,
+        help="seconds between progress lines of a running variant",
     )
     p.add_argument("lmms_eval_args", nargs=argparse.REMAINDER, help="after --: passed on to lmms-eval")
 
@@ -349,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Synthetic data in the official folder layout, for trying the pipeline offline (export MILEBENCH_DIR).",
         cmd_fake_milebench,
     )
-    p.add_argument("dir", help="target folder")
-    p.add_argument("--samples", type=int, default=4, help="samples per task")
+    p.add_argument("dir", type=_folder, help="target folder")
+    p.add_argument("--samples", type=_count, default=4, help="samples per task")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic content")
 
     p = _subcommand(
@@ -361,9 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a rerun repairs what is broken.",
         cmd_download_milebench,
     )
-    p.add_argument("--dir", default=None, help="target folder (default: $MILEBENCH_DIR or the cache folder)")
+    p.add_argument(
+        "--dir", type=_folder, default=None, help="target folder (default: $MILEBENCH_DIR or the cache folder)"
+    )
     p.add_argument("--source", default=None, help="a local folder holding the MileBench_part*.tar.gz files")
-    p.add_argument("--parts", default=None, help="comma-separated part numbers (default: 0-5)")
+    p.add_argument("--parts", type=_parts, default=None, help="comma-separated part numbers (default: 0-5)")
     p.add_argument("--force", action="store_true", help="re-extract parts already done")
     p.add_argument("--keep", action="store_true", help="keep downloaded archives after extraction")
 
@@ -395,8 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="vision tower: the architecture's CLIP (full) or the tiny one (small); auto: small on the CPU",
     )
     p.add_argument("--variants", default=",".join(BENCH_VARIANTS), help=variants_help)
-    p.add_argument("--images", default="1,4,8", help="images per prompt, comma-separated (576 tokens each)")
-    p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
+    p.add_argument(
+        "--images", type=_counts, default="1,4,8", help="images per prompt, comma-separated (576 tokens each)"
+    )
+    p.add_argument("--batches", type=_counts, default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--text-tokens", type=int, default=200, help="text tokens per prompt")
     p.add_argument("--new-tokens", type=int, default=64, help="decode steps timed per round")
     p.add_argument(
@@ -432,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "A small random checkpoint of a VLM family with its real processor, built offline, for tests and trials.",
         cmd_tiny_model,
     )
-    p.add_argument("dir", help="target folder")
+    p.add_argument("dir", type=_folder, help="target folder")
     p.add_argument("--family", default="llava", help="VLM family, e.g. llava, qwen2_5_vl, gemma3, idefics3")
     p.add_argument("--seed", type=int, default=0, help="random seed of the weights")
 
@@ -443,8 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Two small image tasks (generation and multiple choice) with their data, for lmms-eval --include_path.",
         cmd_sample_task,
     )
-    p.add_argument("dir", help="target folder")
-    p.add_argument("--docs", type=int, default=12, help="docs per task")
+    p.add_argument("dir", type=_folder, help="target folder")
+    p.add_argument("--docs", type=_count, default=12, help="docs per task")
     return parser
 
 

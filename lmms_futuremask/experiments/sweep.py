@@ -21,6 +21,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run,
             progress_every=every,
         )
     except RuntimeError as error:
-        log(f"{prefix}: FAILED, no results written (see {folder / 'lmms-eval.log'})")
+        log(f"{prefix}: FAILED, no results written: {failure_reason(str(error))} (see {folder / 'lmms-eval.log'})")
         return VariantRun(variant, folder, "failed", time.perf_counter() - start, error=str(error))
     seconds = time.perf_counter() - start
     record |= run_identity(args, tasks, env)  # a hub checkpoint is in the local cache now: its commit is known
@@ -249,6 +250,14 @@ def _run_variant(variant, prefix, root, tasks, model_args, extra, env, log, run,
     (folder / COMPLETE).write_text(json.dumps(status, indent=1))
     log(f"{prefix}: done in {seconds:.0f} s, 0 failed samples, {_headline(scores)}")
     return VariantRun(variant, folder, "complete", seconds, scores)
+
+
+def failure_reason(log_tail: str) -> str:
+    """The line of a failed run's log that says why (the last one naming an error), shortened for one line."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"Error\b|RunFailed|error:", line)]
+    reason = (errors or lines or ["no output"])[-1]
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def _headline(scores: dict[str, dict[str, float]]) -> str:

@@ -156,14 +156,15 @@ def image_size(doc: dict[str, Any], index: int) -> tuple[int, int]:
     """``(width, height)`` of a doc's image, from its header (the pixels are not decoded)."""
     from PIL import Image, UnidentifiedImageError
 
+    where = f"{doc['milebench_task']} sample {doc['sample_id']}"
     path = image_path(doc, index)
     try:
         with Image.open(path) as image:
             return image.size
+    except Image.DecompressionBombError as error:
+        raise MileBenchDataError(f"{where}: image {path} is too large for PIL ({error})") from error
     except (OSError, UnidentifiedImageError) as error:
-        raise MileBenchDataError(
-            f"{doc['milebench_task']} sample {doc['sample_id']}: cannot read image {path} ({error})"
-        ) from error
+        raise MileBenchDataError(f"{where}: cannot read image {path} ({error})") from error
 
 
 #: PIL modes whose RGB conversion clips (16/32-bit grey): the official conversion is kept, with a warning.

@@ -49,12 +49,7 @@ class ChunkCodec:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self.sentencepiece = backend is not None and _is_sentencepiece_bpe(json.loads(backend.to_str()))
         if self.sentencepiece:
-            from tokenizers import decoders
-
             self._model = backend.model
-            self._decoder = decoders.Sequence(
-                [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-            )
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as a chunk of its own (no BOS)."""
@@ -65,10 +60,59 @@ class ChunkCodec:
         return [token.id for token in self._model.tokenize(SPIECE + text.replace(" ", SPIECE))]
 
     def decode(self, ids: list[int]) -> str:
-        """Text of ``ids`` (the slow tokenizer's plain-text decoding: one leading space dropped)."""
+        """Text of ``ids`` as the slow LLaMA tokenizer decoded plain text (transformers 4.37
+        ``convert_tokens_to_string``): the first piece loses its ``"▁"``, then SentencePiece's own decoding runs,
+        which also drops the ``"▁"`` of the next piece while nothing has been written yet (a lone ``"▁"`` first),
+        turns ``"▁"`` into spaces and runs of byte pieces into UTF-8 text, one U+FFFD per byte that starts no valid
+        character (left truncation can cut a character's bytes)."""
         if not self.sentencepiece:
             return self.tokenizer.decode(ids)
-        return self._decoder.decode([self._model.id_to_token(i) for i in ids])
+        pieces = [self._model.id_to_token(i) for i in ids]
+        if pieces and pieces[0].startswith(SPIECE):
+            pieces[0] = pieces[0][1:]
+        text, run, at_start = [], bytearray(), True
+        for piece in [*pieces, None]:  # None flushes the last byte run
+            byte = _byte_piece(piece)
+            if byte is not None:
+                run.append(byte)
+                continue
+            if run:
+                text.append(_utf8_per_byte(bytes(run)))
+                run.clear()
+                at_start = False
+            if piece is None:
+                break
+            stripped = at_start and piece.startswith(SPIECE)
+            piece = piece[1:] if stripped else piece
+            text.append(piece.replace(SPIECE, " "))
+            at_start = at_start and not (piece or stripped)
+        return "".join(text)
+
+
+def _byte_piece(piece: str | None) -> int | None:
+    """The byte of a byte-fallback piece ``<0xHH>``, else None."""
+    if piece is None or len(piece) != 6 or not (piece.startswith("<0x") and piece.endswith(">")):
+        return None
+    try:
+        return int(piece[3:5], 16)
+    except ValueError:
+        return None
+
+
+def _utf8_per_byte(data: bytes) -> str:
+    """UTF-8 decoding as SentencePiece does it: each valid character in turn, one U+FFFD per byte that starts none
+    (Python's ``errors="replace"`` would give one U+FFFD per invalid run instead)."""
+    out, index = [], 0
+    while index < len(data):
+        lead = data[index]
+        width = 1 if lead < 0x80 else 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4
+        try:
+            out.append(data[index : index + width].decode("utf-8"))
+            index += width
+        except UnicodeDecodeError:
+            out.append("\ufffd")
+            index += 1
+    return "".join(out)
 
 
 def _is_sentencepiece_bpe(config: dict) -> bool:

@@ -220,6 +220,8 @@ def _int_rule(arg: Arg) -> str:
 
 
 def _bad(arg: Arg, value: Any, rule: str) -> ModelArgsError:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # lmms-eval reads "-1" as -1.0: show what the user typed
     shown = value if isinstance(value, str) else repr(value)  # as the user typed it: batch_size=0, not '0'
     return ModelArgsError(f"model_args: {arg.name}={shown} is not valid; {arg.name} takes {rule} ({arg.help})")
 
@@ -227,8 +229,9 @@ def _bad(arg: Arg, value: Any, rule: str) -> ModelArgsError:
 def check_pretrained(value: str) -> str:
     """A local checkpoint folder must exist and hold a config.json; anything else shaped like a path is an error.
 
-    ``org/name`` that is not a local folder is a hub id (transformers fetches it); an absolute path, ``./x``,
-    ``~/x`` or ``a/b/c`` can only be a local folder.
+    ``org/name`` that is not a local folder is a hub id (transformers fetches it), unless a folder ``org`` exists
+    here (then it is a local path whose last part is missing); an absolute path, ``./x``, ``~/x`` or ``a/b/c`` can
+    only be a local folder.
     """
     path = Path(value).expanduser()
     if path.exists():
@@ -240,6 +243,7 @@ def check_pretrained(value: str) -> str:
             )
         return value
     looks_local = path.is_absolute() or value.startswith((".", "~")) or value.count("/") > 1 or "\\" in value
+    looks_local = looks_local or (value.count("/") == 1 and path.parent.is_dir())  # ckpts/mine with ckpts/ here
     if looks_local:
         raise ModelArgsError(
             f"model_args: pretrained={value!r}: no such folder. Give an existing local checkpoint folder or a "
@@ -302,4 +306,20 @@ def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FU
         merge_settings(values["merge"], values["mode"], merge_options)
     except ValueError as error:
         raise ModelArgsError(f"model_args: {error}") from None
+    check_autocast(values["dtype"], values["autocast"], values["device"])
     return values
+
+
+def check_autocast(dtype: str, autocast: str, device: str | None) -> None:
+    """float16 weights under bfloat16 autocast (the paper's GPU setting) do not run on the CPU: torch's CPU autocast
+    cannot mix the two (``Unexpected floating ScalarType in at::autocast::prioritize`` in the vision tower)."""
+    if dtype != "float16" or autocast != "bfloat16":
+        return
+    import torch
+
+    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+    if on_cpu:
+        raise ModelArgsError(
+            "model_args: dtype=float16 with autocast=bfloat16 (the paper's GPU setting) does not run on the CPU; "
+            "on the CPU use dtype=float32,autocast=bfloat16 or dtype=bfloat16,autocast=none"
+        )

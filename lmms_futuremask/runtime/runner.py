@@ -75,7 +75,17 @@ def _from_cache(kind: str, value: Any) -> Any:
     """A cached answer back in the runner's form (a bare string is an answer stored without its prompt)."""
     if kind == "loglikelihood":
         return tuple(value)
-    return Generation(value) if isinstance(value, str) else Generation(**value)
+    if isinstance(value, str):
+        return Generation(value)
+    return Generation(**{k: v for k, v in value.items() if k != "notes"})
+
+
+def _to_cache(result: Any, notes: list[str]) -> Any:
+    """What the cache stores for an answer: the generation's fields and its sample's protocol notes (so a resumed
+    run counts them too), or a score pair as it is."""
+    if not isinstance(result, Generation):
+        return result
+    return asdict(result) | ({"notes": list(notes)} if notes else {})
 
 
 class Runner:
@@ -102,7 +112,7 @@ class Runner:
         self.label = label
         self.show_progress = show_progress
         self.failures: list[str] = []
-        self.notes: Counter[str] = Counter()  # protocol quirks of the samples run (e.g. MileBench placeholders)
+        self.notes: Counter[str] = Counter()  # protocol quirks of a pass's samples (e.g. MileBench placeholders)
         self._model_ok = False  # set once a sample succeeded or the probe passed
         #: Seconds spent loading samples (in either thread) and waiting for them on the main thread, for the bench.
         self.load_seconds = 0.0
@@ -133,6 +143,7 @@ class Runner:
                 todo.append(index)
             else:
                 answers[index] = _from_cache(requests[index].kind, cached)
+                self.notes.update(cached.get("notes", ()) if isinstance(cached, dict) else ())
         kind = requests[0].kind if requests else ""
         bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
         progress = ProgressFile(kind, len(todo), len(requests) - len(todo)) if self.show_progress else None
@@ -196,7 +207,7 @@ class Runner:
             else:
                 answers[index] = result
                 if keys[index] is not None:
-                    self.answer_cache.put(keys[index], asdict(result) if isinstance(result, Generation) else result)
+                    self.answer_cache.put(keys[index], _to_cache(result, loaded[index][0].notes))
 
     def _key(self, request: Request) -> str | None:
         """The answer cache key; None where an answer must not be reused (no cache, a continuation computed per

@@ -82,6 +82,37 @@ def test_sweep_reruns_a_complete_variant_when_data_or_checkpoint_changed(tmp_pat
 
 
 @pytest.mark.slow  # indexes every lmms-eval task
+def test_a_variant_whose_run_failed_is_reported_with_its_reason_and_the_sweep_goes_on(
+    tmp_path, tiny_model_dir, two_datasets
+):
+    calls, lines = [], []
+    succeed = _fake_run(calls)
+
+    def run(model_args, *args, **kwargs):
+        if "mode=future" in model_args:
+            calls.append((model_args, None))
+            raise RuntimeError(
+                "lmms-eval failed (exit 0); log x:\n2026 | INFO | loading\n"
+                "lmms_futuremask.runtime.errors.RunFailed: futuremask: the model fails as a whole\nbye"
+            )
+        return succeed(model_args, *args, **kwargs)
+
+    runs = run_sweep(
+        ["future", "original"],
+        "milebench_tqa",
+        f"pretrained={tiny_model_dir},device=cpu",
+        output_root=tmp_path / "sweep",
+        env={"MILEBENCH_DIR": str(two_datasets[0])},
+        log=lines.append,
+        run=run,
+    )
+    assert [(r.variant, r.status) for r in runs] == [("future", "failed"), ("original", "complete")]
+    failed_line = next(line for line in lines if "FAILED" in line)
+    assert "RunFailed: futuremask: the model fails as a whole" in failed_line
+    assert not (tmp_path / "sweep" / "future" / "COMPLETE").exists()
+
+
+@pytest.mark.slow  # indexes every lmms-eval task
 def test_sweep_validates_everything_before_the_first_run(tmp_path, tiny_model_dir, two_datasets):
     calls = []
     common = dict(output_root=tmp_path / "sweep", env={"MILEBENCH_DIR": str(two_datasets[0])}, run=_fake_run(calls))
@@ -113,6 +144,30 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, tiny_model_di
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("lmms-futuremask sweep: ") for line in err), err
     assert "unknown mode 'futur'" in err[0] and "must not set mode" in err[1] and "is a file" in err[2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["download-milebench", "--parts", "9"], "give part numbers 0-5"),
+        (["download-milebench", "--dir", "{file}"], "is a file; give a folder"),
+        (["fake-milebench", "{file}"], "is a file; give a folder"),
+        (["fake-milebench", "{tmp}/mb", "--samples", "0"], "is not a whole number >= 1"),
+        (["sweep", "--model-args", "pretrained=x", "--progress-every", "-3"], "is not a positive number of seconds"),
+        (["bench", "--images", "6,x"], "comma-separated list of whole numbers"),
+    ],
+)
+def test_bad_cli_values_are_argparse_errors_not_tracebacks(tmp_path, capsys, argv, says):
+    """Checked by argparse itself: one usage line and one error line naming the option, exit 2, nothing done."""
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    argv = [a.format(file=a_file, tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"lmms-futuremask {argv[0]}: error: argument ") and says in err[-1], err
+    assert not (tmp_path / "mb").exists()
 
 
 def _fake_results(folder: Path, model_args: str) -> Path:
@@ -220,3 +275,16 @@ def test_sigterm_to_a_sweep_stops_its_lmms_eval_child(tmp_path, tiny_model_dir):
     # The log of the interrupted attempt is kept when the sweep resumes.
     first_log = (out / "original" / "lmms-eval.log").read_text()
     assert f"lmms-eval pid {child}" in first_log
+
+
+def test_each_attempt_appends_to_the_variants_log(tmp_path, monkeypatch):
+    """A resumed variant's log keeps the interrupted attempt above the new one (a stand-in lmms-eval that fails)."""
+    from lmms_futuremask.experiments import evalrun
+
+    monkeypatch.setattr(evalrun, "lmms_eval_command", lambda: [sys.executable, "-c", "print('attempt output')"])
+    log = tmp_path / "lmms-eval.log"
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="lmms-eval failed"):
+            evalrun.run_lmms_eval("pretrained=x", "milebench_tqa", tmp_path / "out", log)
+    lines = log.read_text().splitlines()
+    assert lines.count("attempt output") == 2 and sum(line.startswith("=== ") for line in lines) == 2

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lmms_futuremask.cli import main
 from lmms_futuremask.experiments.evalrun import OFFLINE_ENV
-from lmms_futuremask.milebench.data import MileBenchDataError, load_docs, open_image
+from lmms_futuremask.milebench.data import MileBenchDataError, image_size, load_docs, open_image
 from lmms_futuremask.milebench.fake import write_fake_milebench
 
 from ..helpers import milebench_archives
@@ -108,8 +108,9 @@ def test_wide_and_oversized_images_name_their_file(tmp_path, caplog, monkeypatch
         image = open_image(doc, 0)
     assert image.mode == "RGB" and str(path) in caplog.text and "16-bit" in caplog.text
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)
-    with pytest.raises(MileBenchDataError, match=f"image {path} is too large for PIL"):
-        open_image(doc, 0)
+    for read in (open_image, image_size):  # image_size: what the chat protocol prices an image with
+        with pytest.raises(MileBenchDataError, match=f"image {path} is too large for PIL"):
+            read(doc, 0)
 
 
 # -- 10. rescore against other data ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ placeholders and the stop rule by upstream's behaviour."""
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from lmms_futuremask.milebench.llava import (
     mean_colour,
     pil_image_processor,
     pixel_values,
+    prompt_ids,
 )
 from lmms_futuremask.milebench.prompt import ProtocolSettings, full_prompt
 from lmms_futuremask.runtime.errors import ERROR_MARKER
@@ -121,18 +123,12 @@ def sentencepiece_model(tmp_path_factory):
 
 
 def slow_decode(sp, ids):
-    """The slow LLaMA tokenizer's plain-text decoding (transformers 4.37): the first piece loses its "▁", then the
-    pieces are joined with "▁" as spaces and byte pieces as bytes."""
+    """The slow LLaMA tokenizer's plain-text decoding (transformers 4.37 ``convert_tokens_to_string``): the first
+    piece loses its "▁", then SentencePiece itself decodes the pieces."""
     pieces = [sp.id_to_piece(i) for i in ids]
     if pieces and pieces[0].startswith("▁"):
         pieces[0] = pieces[0][1:]
-    data = b""
-    for piece in pieces:
-        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
-            data += bytes([int(piece[3:5], 16)])
-        else:
-            data += piece.replace("▁", " ").encode()
-    return data.decode("utf-8", errors="replace")
+    return sp.decode_pieces(pieces) if pieces else ""
 
 
 def upstream_ids(doc, sp, max_context_len, tokens_per_image, image_token_id):
@@ -216,6 +212,45 @@ def test_prompt_ids_follow_tokenizer_image_token_in_both_tokenizer_layouts(
         assert sample.pixel_values is None or sample.pixel_values.shape == (len(kept), 3, 14, 14)
 
 
+def test_the_two_tokenizer_layouts_really_differ_on_a_whole_prompt(sentencepiece_model):
+    """Guard for the test above: encoding a prompt whole gives ``tokenizer_image_token``'s ids in the ``Prepend``
+    layout only; the ``Metaspace`` layout loses the "▁" after each image. Chunk-wise ids are right in both."""
+    sp, path = sentencepiece_model
+    prompt = "USER: <image>\nQuestion: what is it? <image> Context: two ASSISTANT:"
+    expected = [1]
+    for index, chunk in enumerate(prompt.split("<image>")):
+        expected += ([-200] if index else []) + sp.encode(chunk)  # tokenizer_image_token with one slot per image
+    whole = {}
+    for layout in LAYOUTS:
+        tokenizer = llama_tokenizer(path, layout)
+        image_id = tokenizer.convert_tokens_to_ids("<image>")
+        ids = [-200 if i == image_id else i for i in tokenizer(prompt).input_ids]
+        whole[layout] = ids == expected
+        chunked = prompt_ids(prompt, ChunkCodec(tokenizer), 1, image_id, 1)
+        assert [-200 if i == image_id else i for i in chunked] == expected, layout
+    assert whole == {"prepend": True, "metaspace": False}
+
+
+def test_truncated_fragments_decode_as_sentencepiece_decodes_them(sentencepiece_model):
+    """Every left cut of a text with double spaces, digits and characters only byte pieces spell (cut inside their
+    bytes too) decodes as the slow tokenizer did, and the reference is not trivially met: Python's own UTF-8
+    replacement and a plain one-space strip each differ from it on some cut."""
+    sp, path = sentencepiece_model
+    codec = ChunkCodec(llama_tokenizer(path, "metaspace"))
+    text = "ab 你好  end café 😀x  what  is 1998?"
+    ids = codec.encode(text)
+    assert ids == sp.encode(text)
+    cuts = [ids[k:] for k in range(len(ids))]
+    assert [codec.decode(cut) for cut in cuts] == [slow_decode(sp, cut) for cut in cuts]
+
+    def naive(cut):
+        data = "".join(sp.id_to_piece(i) for i in cut).replace("▁", " ")
+        data = re.sub(r"<0x([0-9A-F]{2})>", lambda m: chr(int(m.group(1), 16)), data).encode("latin-1", "ignore")
+        return data.decode("utf-8", errors="replace").removeprefix(" ")
+
+    assert any(naive(cut) != slow_decode(sp, cut) for cut in cuts)
+
+
 # -- the stop rule ---------------------------------------------------------------------------------------------------
 
 
@@ -265,15 +300,23 @@ def test_placeholder_quirks_are_answered_counted_and_only_the_crash_refused(tmp_
     docs[0] = dict(docs[0], context="{image#1} Question: what?")  # more images than slots
     docs[1] = dict(docs[1], context=docs[1]["context"] + " {image#9}")  # a number beyond the images
     docs[2] = dict(docs[2], context="{image#1} and {image#1} again", images=docs[2]["images"][:1])  # a slot used twice
-    model = get_model("llava_futuremask").create_from_arg_string(f"pretrained={tiny_model_dir},device=cpu", {})
+    cache = tmp_path / "cache"
+    model = get_model("llava_futuremask").create_from_arg_string(
+        f"pretrained={tiny_model_dir},device=cpu,answer_cache={cache}", {}
+    )
     model.task_dict = {"milebench_tqa": {"test": docs}}
-    gen = {"max_new_tokens": 3, "until": []}
-    args = [(full_prompt(docs[i]), gen, None, i, "milebench_tqa", "test") for i in range(4)]
-    requests = [
-        Instance("generate_until", a, idx=0, metadata={"task": a[4], "doc_id": a[3], "repeats": 1}) for a in args
-    ]
+
+    def requests():
+        args = [
+            (full_prompt(docs[i]), {"max_new_tokens": 3, "until": []}, None, i, "milebench_tqa", "test")
+            for i in range(4)
+        ]
+        return [
+            Instance("generate_until", a, idx=0, metadata={"task": a[4], "doc_id": a[3], "repeats": 1}) for a in args
+        ]
+
     with caplog.at_level(logging.WARNING, logger="lmms_futuremask"):
-        answers = texts(model.generate_until(requests))
+        answers = texts(model.generate_until(requests()))
     failed = [
         process_results(doc, [answer])["failed_samples"]["failed"] for doc, answer in zip(docs, answers, strict=False)
     ]
@@ -282,3 +325,9 @@ def test_placeholder_quirks_are_answered_counted_and_only_the_crash_refused(tmp_
     assert "1 sample(s): more images than placeholders" in caplog.text
     assert "1 sample(s): a placeholder numbered beyond the images" in caplog.text
     assert json.dumps(answers)  # plain strings
+    caplog.clear()  # a resumed pass: three answers from the cache, which still count their quirks
+    with caplog.at_level(logging.INFO, logger="lmms_futuremask"):
+        assert texts(model.generate_until(requests())) == answers
+    assert ": 3 reused, " in caplog.text  # the cache's counts over both passes
+    assert "1 sample(s): more images than placeholders" in caplog.text
+    assert "1 sample(s): a placeholder numbered beyond the images" in caplog.text
