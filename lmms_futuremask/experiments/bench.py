@@ -27,6 +27,7 @@ import torch
 
 from ..attention.integration import disable, enable
 from ..attention.variants import parse_variant
+from ..runtime.model_args import default_device
 from ..runtime.prompting import LLAVA_IMAGE_TOKENS as IMAGE_TOKENS
 from ..testing.tiny import TINY_TEXT, TINY_VISION
 from ..validation import check_choice, unknown_choice
@@ -304,7 +305,7 @@ def _machine_defaults(device: str | None, dtype: str = "auto", vision: str = "au
     """``(device, torch dtype, vision tower)`` with the ``auto`` choices made: cuda if available; bf16 and the
     architecture's tower on a GPU, fp32 and the small tower on the CPU."""
     check_choice("vision", vision, ("auto", *VISION_TOWERS))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     on_gpu = device.startswith("cuda")
     if dtype == "auto":
         dtype = "bfloat16" if on_gpu else "float32"

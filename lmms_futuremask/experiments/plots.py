@@ -140,6 +140,7 @@ def inspect_attention(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from ..attention.masks import check_mode
+    from ..runtime.model_args import default_device
     from ..validation import UserError
 
     try:
@@ -147,7 +148,7 @@ def inspect_attention(
             check_mode(mode)  # before the weights load
     except ValueError as error:
         raise UserError(f"--modes: {error}") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     if dtype == "auto":
         dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
     processor = AutoProcessor.from_pretrained(pretrained)

@@ -310,15 +310,21 @@ def parse_model_args(raw: Mapping[str, Any], table: Mapping[str, Arg] = LLAVA_FU
     return values
 
 
+def default_device(device: str | None) -> str:
+    """``device`` as given, else ``cuda`` where a GPU is visible and ``cpu`` otherwise (the ``device`` default)."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def check_autocast(dtype: str, autocast: str, device: str | None) -> None:
     """float16 weights under bfloat16 autocast (the paper's GPU setting) do not run on the CPU: torch's CPU autocast
     cannot mix the two (``Unexpected floating ScalarType in at::autocast::prioritize`` in the vision tower)."""
     if dtype != "float16" or autocast != "bfloat16":
         return
-    import torch
-
-    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
-    if on_cpu:
+    if default_device(device).startswith("cpu"):
         raise ModelArgsError(
             "model_args: dtype=float16 with autocast=bfloat16 (the paper's GPU setting) does not run on the CPU; "
             "on the CPU use dtype=float32,autocast=bfloat16 or dtype=bfloat16,autocast=none"

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -80,7 +80,7 @@ def _from_cache(kind: str, value: Any) -> Any:
     return Generation(**{k: v for k, v in value.items() if k != "notes"})
 
 
-def _to_cache(result: Any, notes: list[str]) -> Any:
+def _to_cache(result: Any, notes: Sequence[str]) -> Any:
     """What the cache stores for an answer: the generation's fields and its sample's protocol notes (so a resumed
     run counts them too), or a score pair as it is."""
     if not isinstance(result, Generation):

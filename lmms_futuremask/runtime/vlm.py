@@ -18,6 +18,7 @@ from transformers import StoppingCriteria
 
 from ..attention.integration import disable, enable, enabled_settings
 from .continuation import ContinuationScore, score_continuations
+from .model_args import ModelArgsError, default_device
 from .prompting import (
     DEFAULT_CONV_TEMPLATE,
     IMAGE_PLACEHOLDER,
@@ -273,8 +274,6 @@ class VLM:
             pretrained, revision=revision, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
         )
         if needs_video and not takes_video(processor):
-            from .model_args import ModelArgsError
-
             raise ModelArgsError(
                 f"model_args: frames_as_video=true, but {pretrained}'s processor ({type(processor).__name__}) takes "
                 "no video; drop it, or use a video-capable model (Qwen-VL, LLaVA-OneVision, LLaVA-NeXT-Video, ...)"
@@ -288,7 +287,7 @@ class VLM:
             trust_remote_code=trust_remote_code,
         ).eval()
         if not device_map:
-            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            model.to(default_device(device))
         enable(model, mode, merge, visual_token_ids=visual_token_ids, **merge_options)
         return cls(model, processor, conv_template=conv_template, autocast=autocast, system=system)
 
