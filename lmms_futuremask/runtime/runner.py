@@ -71,13 +71,15 @@ class Request:
         return f"task {self.task} doc {self.doc_id}"
 
 
-def _from_cache(kind: str, value: Any) -> Any:
-    """A cached answer back in the runner's form (a bare string is an answer stored without its prompt)."""
+def _from_cache(kind: str, value: Any) -> tuple[Any, Sequence[str]]:
+    """A cached answer back in the runner's form, with its sample's protocol notes (a bare string is an answer
+    stored without its prompt)."""
     if kind == "loglikelihood":
-        return tuple(value)
+        return tuple(value), ()
     if isinstance(value, str):
-        return Generation(value)
-    return Generation(**{k: v for k, v in value.items() if k != "notes"})
+        return Generation(value), ()
+    fields = {k: v for k, v in value.items() if k != "notes"}
+    return Generation(**fields), value.get("notes", ())
 
 
 def _to_cache(result: Any, notes: Sequence[str]) -> Any:
@@ -142,8 +144,8 @@ class Runner:
             if cached is None:
                 todo.append(index)
             else:
-                answers[index] = _from_cache(requests[index].kind, cached)
-                self.notes.update(cached.get("notes", ()) if isinstance(cached, dict) else ())
+                answers[index], notes = _from_cache(requests[index].kind, cached)
+                self.notes.update(notes)
         kind = requests[0].kind if requests else ""
         bar = tqdm(total=len(todo), disable=not self.show_progress, desc=f"{self.label} {kind}")
         progress = ProgressFile(kind, len(todo), len(requests) - len(todo)) if self.show_progress else None
